@@ -1,0 +1,3 @@
+export * from './identifiers.ts'
+export * from './topics.ts'
+export * from './types.ts'

@@ -1,0 +1,70 @@
+/** Plain-data types of the wire contract (DESIGN §3). No classes, no buffers: events carry these. */
+
+export const SEVERITIES = ['critical', 'major', 'minor', 'warning', 'info'] as const
+export type Severity = (typeof SEVERITIES)[number]
+
+export function isSeverity(value: unknown): value is Severity {
+  return typeof value === 'string' && (SEVERITIES as readonly string[]).includes(value)
+}
+
+/** One measured value. Identity is (deviceId, metric, ts). */
+export interface Reading {
+  deviceId: string
+  metric: string
+  value: number
+  /** Epoch milliseconds of the measurement (device clock, or receive time when absent). */
+  ts: number
+  unit?: string
+}
+
+export type AlertState = 'firing' | 'resolved'
+
+/** Payload of `alerts/{severity}/{deviceId}/{ruleId}`; the retained message is the current state. */
+export interface Alert {
+  ruleId: string
+  deviceId: string
+  metric: string
+  severity: Severity
+  state: AlertState
+  /** The reading value that caused this transition. */
+  value: number
+  threshold: number
+  /** Epoch ms at which the alert entered its current state. */
+  since: number
+  /** Epoch ms of this transition (the triggering reading's timestamp). */
+  ts: number
+  message: string
+}
+
+/** Payload of `devices/{deviceId}/status`. */
+export interface DeviceStatus {
+  state: 'online' | 'offline'
+  ts: number
+}
+
+/** Payload of `gateway/deadletter/{deviceId}`. */
+export interface DeadLetter {
+  topic: string
+  reason: RejectReason
+  detail: string
+  /** UTF-8 text of the payload, truncated; base64 when the payload is not valid UTF-8. */
+  payload: string
+  payloadEncoding: 'utf8' | 'base64'
+  ts: number
+}
+
+/** Stable reason codes of rejected publishes: counters and dead letters carry these. */
+export const REJECT_REASONS = [
+  'bad_topic',
+  'bad_identifier',
+  'empty_payload',
+  'payload_too_large',
+  'not_utf8',
+  'not_json',
+  'bad_value',
+  'bad_timestamp',
+  'timestamp_out_of_range',
+  'no_metrics',
+  'bad_senml',
+] as const
+export type RejectReason = (typeof REJECT_REASONS)[number]
