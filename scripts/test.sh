@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The one test command (README): sets up what the tests need on a fresh Debian machine, then runs
+# the type check, the linter and every test. Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+apt_updated=0
+apt_install() {
+  # $1: a command that must exist; the rest: Debian packages that provide it.
+  local cmd=$1
+  shift
+  if command -v "$cmd" >/dev/null 2>&1; then return; fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing $cmd: install the Debian packages $* (needs root), then run again" >&2
+    exit 1
+  fi
+  if [ "$apt_updated" -eq 0 ]; then
+    log "apt-get update"
+    apt-get update -q
+    apt_updated=1
+  fi
+  log "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
+
+apt_install mosquitto_pub mosquitto-clients
+apt_install docker-compose docker-compose
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  log "npm ci"
+  npm ci --no-audit --no-fund
+fi
+
+log "docker-compose config"
+docker-compose -f docker-compose.yml config -q
+
+log "type check"
+npx tsc --noEmit
+
+log "lint"
+npx biome check .
+
+log "tests"
+npx vitest run "$@"

@@ -1,0 +1,121 @@
+import { once } from 'node:events'
+import { type AddressInfo, createServer, type Server } from 'node:net'
+import { Aedes, type AedesOptions } from 'aedes'
+import { ERROR_CODES, GatewayError } from '../errors.ts'
+import type { Logger } from '../telemetry/logger.ts'
+
+export interface PublishOptions {
+  qos: 0 | 1
+  retain: boolean
+}
+
+/** What modules that publish need of the broker: nothing more, so they stay testable. */
+export interface MqttPublisher {
+  publish(topic: string, payload: string, options: PublishOptions): Promise<void>
+}
+
+export interface BrokerHooks {
+  authorizePublish: NonNullable<AedesOptions['authorizePublish']>
+  onClientDisconnect?: (clientId: string) => void
+}
+
+export interface MqttBroker extends MqttPublisher {
+  readonly aedes: Aedes
+  /** Starts the TCP listener; port 0 lets the OS choose, the address is returned and logged. */
+  listen(host: string, port: number): Promise<AddressInfo>
+  /** Stops accepting connections; clients already connected stay until close(). */
+  stopAccepting(): Promise<void>
+  /** Disconnects every client and stops the broker. */
+  close(): Promise<void>
+  connectedClients(): number
+}
+
+export async function createMqttBroker(
+  deps: { log: Logger },
+  hooks: BrokerHooks,
+): Promise<MqttBroker> {
+  const log = deps.log.child({ module: 'broker' })
+  const aedes = await Aedes.createBroker({ authorizePublish: hooks.authorizePublish })
+  let server: Server | null = null
+
+  aedes.on('clientDisconnect', (client) => {
+    log.debug({ clientId: client.id }, 'client disconnected')
+    hooks.onClientDisconnect?.(client.id)
+  })
+  aedes.on('clientError', (client, err) => {
+    log.debug({ clientId: client.id, err: err.message }, 'client error')
+  })
+  aedes.on('connectionError', (client, err) => {
+    log.debug({ clientId: client?.id, err: err.message }, 'connection error')
+  })
+
+  const broker: MqttBroker = {
+    aedes,
+    async listen(host, port) {
+      const tcp = createServer(aedes.handle)
+      tcp.listen(port, host)
+      try {
+        await once(tcp, 'listening')
+      } catch (err) {
+        throw listenError(err as NodeJS.ErrnoException, host, port)
+      }
+      tcp.on('error', (err) => log.error({ err }, 'MQTT listener error'))
+      server = tcp
+      const address = tcp.address() as AddressInfo
+      log.info(
+        { host: address.address, port: address.port },
+        `MQTT listening on ${address.address}:${address.port}`,
+      )
+      return address
+    },
+    async stopAccepting() {
+      const tcp = server
+      server = null
+      if (!tcp?.listening) return
+      await new Promise<void>((resolve) => {
+        tcp.close(() => resolve())
+      })
+    },
+    async close() {
+      const closing = broker.stopAccepting()
+      await new Promise<void>((resolve) => aedes.close(() => resolve()))
+      await closing
+    },
+    publish(topic, payload, options) {
+      return new Promise((resolve, reject) => {
+        aedes.publish(
+          {
+            cmd: 'publish',
+            topic,
+            payload: Buffer.from(payload),
+            qos: options.qos,
+            retain: options.retain,
+            dup: false,
+          },
+          (err) => (err ? reject(err) : resolve()),
+        )
+      })
+    },
+    connectedClients() {
+      return aedes.connectedClients
+    },
+  }
+  return broker
+}
+
+function listenError(err: NodeJS.ErrnoException, host: string, port: number): GatewayError {
+  if (err.code === 'EADDRINUSE') {
+    return new GatewayError(
+      ERROR_CODES.portInUse,
+      `MQTT port ${port} on ${host} is already in use: set MQTT_PORT to a free port (0 lets the OS choose)`,
+      { cause: err },
+    )
+  }
+  return new GatewayError(
+    ERROR_CODES.listen,
+    `cannot listen for MQTT on ${host}:${port}: ${err.message}`,
+    {
+      cause: err,
+    },
+  )
+}

@@ -1,0 +1,209 @@
+import { toDurationMs } from '../util/duration.ts'
+
+/** The validated, frozen configuration every module receives (parts of it). */
+export interface GatewayConfig {
+  mqtt: { host: string; port: number }
+  http: { host: string; port: number }
+  dataDir: string
+  rulesFile: string
+  logLevel: LogLevel
+  logPretty: boolean | 'auto'
+  store: {
+    kind: 'sqlite'
+    sqliteFile: string
+    retentionMs: number
+    maxBatchSize: number
+    retryBaseMs: number
+    retryMaxMs: number
+  }
+  ingest: {
+    maxPayloadBytes: number
+    maxFutureSkewMs: number
+    deadLetterLogIntervalMs: number
+  }
+}
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export type LogLevel = (typeof LOG_LEVELS)[number]
+
+/** A key's value parser: returns the value, or a message saying what is wrong. */
+type Parse = (raw: unknown) => { ok: true; value: unknown } | { ok: false; message: string }
+
+export interface ConfigKey {
+  /** Dotted path in the YAML file and in GatewayConfig. */
+  path: string
+  /** Environment variable that overrides the file. */
+  env: string
+  default: unknown
+  description: string
+  parse: Parse
+}
+
+const ok = (value: unknown) => ({ ok: true as const, value })
+const fail = (message: string) => ({ ok: false as const, message })
+const show = (raw: unknown) => JSON.stringify(raw) ?? String(raw)
+
+function integer(min: number, max: number): Parse {
+  return (raw) => {
+    const n = typeof raw === 'string' && /^-?\d+$/.test(raw.trim()) ? Number(raw) : raw
+    if (typeof n !== 'number' || !Number.isInteger(n))
+      return fail(`must be an integer, got ${show(raw)}`)
+    if (n < min || n > max) return fail(`must be between ${min} and ${max}, got ${n}`)
+    return ok(n)
+  }
+}
+
+const port = integer(0, 65_535)
+
+function text(raw: unknown) {
+  if (typeof raw !== 'string' || raw.trim() === '')
+    return fail(`must be a non-empty string, got ${show(raw)}`)
+  return ok(raw.trim())
+}
+
+function oneOf<T extends string>(values: readonly T[]): Parse {
+  return (raw) =>
+    typeof raw === 'string' && (values as readonly string[]).includes(raw)
+      ? ok(raw)
+      : fail(`must be one of ${values.join(', ')}, got ${show(raw)}`)
+}
+
+function duration(minMs: number): Parse {
+  return (raw) => {
+    const ms = toDurationMs(raw)
+    if (ms === null)
+      return fail(`must be a duration like 500ms, 30s, 5m, 7d or a number of ms, got ${show(raw)}`)
+    if (ms < minMs) return fail(`must be at least ${minMs} ms, got ${ms}`)
+    return ok(ms)
+  }
+}
+
+function prettyFlag(raw: unknown) {
+  if (raw === true || raw === 'true') return ok(true)
+  if (raw === false || raw === 'false') return ok(false)
+  if (raw === 'auto') return ok('auto')
+  return fail(`must be true, false or auto, got ${show(raw)}`)
+}
+
+/** Every key with its default and description (STYLE habit 5). The README's table mirrors this. */
+export const CONFIG_KEYS: readonly ConfigKey[] = [
+  {
+    path: 'mqtt.host',
+    env: 'MQTT_HOST',
+    default: '127.0.0.1',
+    description: 'MQTT TCP listener address',
+    parse: text,
+  },
+  {
+    path: 'mqtt.port',
+    env: 'MQTT_PORT',
+    default: 1883,
+    description: 'MQTT TCP port; 0 lets the OS choose',
+    parse: port,
+  },
+  {
+    path: 'http.host',
+    env: 'HTTP_HOST',
+    default: '127.0.0.1',
+    description: 'HTTP API address',
+    parse: text,
+  },
+  {
+    path: 'http.port',
+    env: 'HTTP_PORT',
+    default: 8080,
+    description: 'HTTP API port; 0 lets the OS choose',
+    parse: port,
+  },
+  {
+    path: 'dataDir',
+    env: 'DATA_DIR',
+    default: './data',
+    description: 'Folder of the SQLite file',
+    parse: text,
+  },
+  {
+    path: 'rulesFile',
+    env: 'RULES_FILE',
+    default: 'config/rules.yaml',
+    description: 'Rules file',
+    parse: text,
+  },
+  {
+    path: 'logLevel',
+    env: 'LOG_LEVEL',
+    default: 'info',
+    description: 'pino log level',
+    parse: oneOf(LOG_LEVELS),
+  },
+  {
+    path: 'logPretty',
+    env: 'LOG_PRETTY',
+    default: 'auto',
+    description: 'Human-readable logs: true, false, or auto (pretty on a terminal, JSON otherwise)',
+    parse: prettyFlag,
+  },
+  {
+    path: 'store.kind',
+    env: 'STORE',
+    default: 'sqlite',
+    description: 'Time-series store',
+    parse: oneOf(['sqlite']),
+  },
+  {
+    path: 'store.sqliteFile',
+    env: 'SQLITE_FILE',
+    default: 'gateway.db',
+    description: 'SQLite file name, relative to dataDir',
+    parse: text,
+  },
+  {
+    path: 'store.retentionMs',
+    env: 'RETENTION',
+    default: '30d',
+    description: 'How long raw readings are kept; 0 keeps them forever',
+    parse: duration(0),
+  },
+  {
+    path: 'store.maxBatchSize',
+    env: 'STORE_MAX_BATCH',
+    default: 5000,
+    description: 'Most readings written in one store transaction',
+    parse: integer(1, 100_000),
+  },
+  {
+    path: 'store.retryBaseMs',
+    env: 'STORE_RETRY_BASE',
+    default: '100ms',
+    description: 'First retry delay after a failed store write (doubles each time)',
+    parse: duration(1),
+  },
+  {
+    path: 'store.retryMaxMs',
+    env: 'STORE_RETRY_MAX',
+    default: '10s',
+    description: 'Longest retry delay after failed store writes',
+    parse: duration(1),
+  },
+  {
+    path: 'ingest.maxPayloadBytes',
+    env: 'MAX_PAYLOAD_BYTES',
+    default: 65_536,
+    description: 'Larger sensor payloads are dead-lettered as payload_too_large',
+    parse: integer(16, 16 * 1024 * 1024),
+  },
+  {
+    path: 'ingest.maxFutureSkewMs',
+    env: 'MAX_FUTURE_SKEW',
+    default: '5m',
+    description: 'Readings stamped further ahead of the gateway clock are dead-lettered',
+    parse: duration(0),
+  },
+  {
+    path: 'ingest.deadLetterLogIntervalMs',
+    env: 'DEADLETTER_LOG_INTERVAL',
+    default: '10s',
+    description: 'At most one warn log line per device and reason in this interval',
+    parse: duration(0),
+  },
+]

@@ -1,0 +1,161 @@
+import type { AddressInfo } from 'node:net'
+import path from 'node:path'
+import { createAlertPublisher } from './alerts/alert-publisher.ts'
+import { createMqttBroker } from './broker/mqtt-broker.ts'
+import { createEventBus, type EventBus } from './bus/event-bus.ts'
+import type { GatewayConfig } from './config/schema.ts'
+import { ERROR_CODES, GatewayError } from './errors.ts'
+import { createHttpServer } from './http/http-server.ts'
+import { createDeadLetters } from './ingest/dead-letters.ts'
+import { createIngest } from './ingest/ingest.ts'
+import { DEFAULT_PARSE_OPTIONS } from './ingest/parse-publish.ts'
+import { createPresence } from './presence/presence.ts'
+import { loadRulesFile } from './rules/load-rules.ts'
+import { createRuleEngine } from './rules/rule-engine.ts'
+import type { ReadingStore } from './store/reading-store.ts'
+import { createSqliteStore } from './store/sqlite-store.ts'
+import { createStoreWriter } from './store/store-writer.ts'
+import type { Logger } from './telemetry/logger.ts'
+
+export interface GatewayAddresses {
+  mqtt: AddressInfo
+  http: AddressInfo
+}
+
+export interface Gateway {
+  /** Listens on the configured ports; resolves with the addresses actually bound. */
+  start(): Promise<GatewayAddresses>
+  /** Stops accepting, disconnects clients, flushes the store, closes everything. Idempotent. */
+  stop(): Promise<void>
+  addresses(): GatewayAddresses
+  readonly bus: EventBus
+  readonly store: ReadingStore
+  stats(): GatewayStats
+}
+
+export interface GatewayStats {
+  readingsAccepted: number
+  publishesRejected: number
+  rejectedByReason: Record<string, number>
+  connectedClients: number
+}
+
+/** Wiring only: every behaviour lives in the modules, which know the bus, not each other. */
+export async function createGateway(
+  config: GatewayConfig,
+  deps: { log: Logger },
+): Promise<Gateway> {
+  const { log } = deps
+  const bus = createEventBus(log.child({ module: 'bus' }))
+  const rules = await loadRulesFile(config.rulesFile)
+  const store = createSqliteStore({
+    file: path.resolve(config.dataDir, config.store.sqliteFile),
+    retentionMs: config.store.retentionMs || undefined,
+    log,
+  })
+  const writer = createStoreWriter(
+    { store, bus, log },
+    {
+      maxBatchSize: config.store.maxBatchSize,
+      retryBaseMs: config.store.retryBaseMs,
+      retryMaxMs: config.store.retryMaxMs,
+    },
+  )
+  // The broker needs ingest's hook and presence needs the broker: late binding closes the loop.
+  let onClientGone: (clientId: string) => void = () => {}
+  let onDeviceSeen: (clientId: string, deviceId: string) => void = () => {}
+  const ingest = createIngest(
+    { bus, sink: writer, log, onDeviceSeen: (c, d) => onDeviceSeen(c, d) },
+    {
+      ...DEFAULT_PARSE_OPTIONS,
+      maxPayloadBytes: config.ingest.maxPayloadBytes,
+      maxFutureSkewMs: config.ingest.maxFutureSkewMs,
+    },
+  )
+  const broker = await createMqttBroker(
+    { log },
+    { authorizePublish: ingest.authorizePublish, onClientDisconnect: (id) => onClientGone(id) },
+  )
+  const presence = createPresence({ bus, publisher: broker, log })
+  onDeviceSeen = presence.seen
+  onClientGone = presence.clientGone
+  const deadLetters = createDeadLetters(
+    { bus, publisher: broker, log },
+    { logIntervalMs: config.ingest.deadLetterLogIntervalMs },
+  )
+  const alertPublisher = createAlertPublisher({ bus, publisher: broker, log })
+  const engine = createRuleEngine({ bus, log }, rules)
+  const http = createHttpServer({ store, log })
+
+  let bound: GatewayAddresses | null = null
+  let stopping: Promise<void> | null = null
+
+  return {
+    bus,
+    store,
+    async start() {
+      engine.start()
+      const mqtt = await broker.listen(config.mqtt.host, config.mqtt.port)
+      let httpAddress: AddressInfo
+      try {
+        await http.listen({ host: config.http.host, port: config.http.port })
+        httpAddress = http.server.address() as AddressInfo
+      } catch (err) {
+        await broker.close()
+        throw httpListenError(err as NodeJS.ErrnoException, config.http.host, config.http.port)
+      }
+      log.info(
+        { host: httpAddress.address, port: httpAddress.port },
+        `HTTP listening on http://${httpAddress.address}:${httpAddress.port}`,
+      )
+      bound = { mqtt, http: httpAddress }
+      return bound
+    },
+    stop() {
+      stopping ??= (async () => {
+        await broker.stopAccepting()
+        await http.close()
+        await broker.close()
+        // Readings already accepted are written (and evaluated) before the store closes.
+        await writer.close()
+        engine.stop()
+        alertPublisher.stop()
+        deadLetters.stop()
+        presence.stop()
+        await store.close()
+        log.info({ ...ingest.stats(), rejectedByReason: deadLetters.counts() }, 'gateway stopped')
+      })()
+      return stopping
+    },
+    addresses() {
+      if (!bound) throw new Error('gateway not started')
+      return bound
+    },
+    stats() {
+      const { accepted, rejected } = ingest.stats()
+      return {
+        readingsAccepted: accepted,
+        publishesRejected: rejected,
+        rejectedByReason: deadLetters.counts(),
+        connectedClients: broker.connectedClients(),
+      }
+    },
+  }
+}
+
+function httpListenError(err: NodeJS.ErrnoException, host: string, port: number): GatewayError {
+  if (err.code === 'EADDRINUSE') {
+    return new GatewayError(
+      ERROR_CODES.portInUse,
+      `HTTP port ${port} on ${host} is already in use: set HTTP_PORT to a free port (0 lets the OS choose)`,
+      { cause: err },
+    )
+  }
+  return new GatewayError(
+    ERROR_CODES.listen,
+    `cannot listen for HTTP on ${host}:${port}: ${err.message}`,
+    {
+      cause: err,
+    },
+  )
+}

@@ -1,0 +1,34 @@
+import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt'
+
+export interface ReceivedMessage {
+  topic: string
+  payload: string
+  retain: boolean
+  qos: number
+}
+
+/** Connects a real MQTT.js client; the caller ends it (see `endAll`). */
+export async function connectClient(
+  url: string,
+  options: IClientOptions = {},
+): Promise<MqttClient> {
+  return connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5_000, ...options })
+}
+
+/** Records every message a client receives, so tests can wait for what they expect. */
+export function recordMessages(client: MqttClient): ReceivedMessage[] {
+  const received: ReceivedMessage[] = []
+  client.on('message', (topic, payload, packet) => {
+    received.push({
+      topic,
+      payload: payload.toString('utf8'),
+      retain: packet.retain,
+      qos: packet.qos,
+    })
+  })
+  return received
+}
+
+export async function endAll(clients: Iterable<MqttClient>): Promise<void> {
+  await Promise.all([...clients].map((c) => c.endAsync(true)))
+}
