@@ -1,0 +1,84 @@
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  LogController,
+} from 'fastify'
+import type { ReadingStore } from '../store/reading-store.ts'
+import type { Logger } from '../telemetry/logger.ts'
+import { errorHandler, notFoundHandler } from './errors.ts'
+import { registerAggregateRoute } from './routes/aggregate.ts'
+import { registerAlertsRoute } from './routes/alerts.ts'
+import { registerDevicesRoute } from './routes/devices.ts'
+import { registerHealthRoute } from './routes/health.ts'
+import { registerReadingsRoute } from './routes/readings.ts'
+
+export interface HttpServerDeps {
+  store: ReadingStore
+  log: Logger
+  /** The clock `now` and relative times (`-1h`) are read from; tests pin it. */
+  now?: () => number
+}
+
+export interface HttpServerOptions {
+  /**
+   * 'debug' (default): one debug line per completed request, so the dashboard's polling does not
+   * flood an info-level log. 'off': none. Server errors are logged either way.
+   */
+  requestLogging?: 'debug' | 'off'
+}
+
+/**
+ * The HTTP API (DESIGN §6). Registers routes and handlers but does not listen: the gateway calls
+ * `listen({ host, port })` and `close()`; tests call `inject()`.
+ */
+export function createHttpServer(
+  deps: HttpServerDeps,
+  options: HttpServerOptions = {},
+): FastifyInstance {
+  const ctx = { store: deps.store, now: deps.now ?? Date.now }
+  const app = Fastify({
+    // Fastify types its logger with its own copy of pino's types; the instance is the same pino.
+    loggerInstance: deps.log.child({ module: 'http' }) as FastifyBaseLogger,
+    // `/api/readings/` is what people type; it is the same resource.
+    routerOptions: { ignoreTrailingSlash: true },
+    // A malformed URL (`/%zz`) never reaches a route; it still gets the one error shape.
+    frameworkErrors: (error, request, reply) => {
+      errorHandler(error, request, reply)
+    },
+    logController:
+      options.requestLogging === 'off'
+        ? new LogController({ disableRequestLogging: true })
+        : new DebugRequestLog(),
+  })
+  app.setErrorHandler(errorHandler)
+  app.setNotFoundHandler(notFoundHandler)
+
+  registerHealthRoute(app)
+  registerDevicesRoute(app, ctx)
+  registerReadingsRoute(app, ctx)
+  registerAggregateRoute(app, ctx)
+  registerAlertsRoute(app, ctx)
+  return app
+}
+
+/** Fastify logs two info lines per request by default; one debug line is enough. */
+class DebugRequestLog extends LogController {
+  override incomingRequest(): void {}
+
+  override requestCompleted(
+    error: Error | null | undefined,
+    request: FastifyRequest,
+    reply: FastifyReply,
+  ): void {
+    const fields = {
+      method: request.method,
+      url: request.url,
+      statusCode: reply.statusCode,
+      responseTimeMs: reply.elapsedTime,
+    }
+    if (error) reply.log.error({ ...fields, err: error }, 'request errored')
+    else reply.log.debug(fields, 'request completed')
+  }
+}
