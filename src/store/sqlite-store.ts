@@ -1,0 +1,477 @@
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import Database from 'better-sqlite3'
+import type { Alert, AlertState, Reading, Severity } from '../contract/types.ts'
+import { ERROR_CODES, GatewayError } from '../errors.ts'
+import type { Logger } from '../telemetry/logger.ts'
+import type {
+  AggregateFunction,
+  AggregateQuery,
+  AlertQuery,
+  Bucket,
+  LatestReading,
+  ReadingQuery,
+  ReadingStore,
+} from './reading-store.ts'
+
+export interface SqliteStoreOptions {
+  /** Database file; its parent directory is created when missing. */
+  file: string
+  /** When set, readings older than now - retentionMs are deleted at open and periodically. */
+  retentionMs?: number
+  log?: Logger
+}
+
+/** The SQLite backend: the ReadingStore contract plus retention that callers and tests can drive. */
+export interface SqliteStore extends ReadingStore {
+  readonly kind: 'sqlite'
+  /**
+   * Deletes readings older than `nowMs - retentionMs` (0 and no work without a retention).
+   * Runs in slices that yield to the event loop, so a large backlog never stalls the broker.
+   * Resolves with the number of readings deleted; concurrent calls share one pass.
+   */
+  pruneExpired(nowMs?: number): Promise<number>
+}
+
+/** Bumped on any schema change; a file written by a newer gateway is refused, not misread. */
+const SCHEMA_VERSION = 1
+
+const HOUR_MS = 60 * 60_000
+/** Rows deleted per statement and work per slice while pruning, so each slice stays short. */
+const PRUNE_CHUNK_ROWS = 10_000
+const PRUNE_SLICE_MS = 10
+
+const SCHEMA = `
+  -- Identity is (device, metric, ts) (DESIGN §3). WITHOUT ROWID stores rows in primary-key
+  -- order: a range query on one series is one B-tree seek plus a sequential read, and the
+  -- table is its own (device, metric, ts) index.
+  CREATE TABLE IF NOT EXISTS readings (
+    device TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    value REAL NOT NULL,
+    unit TEXT,
+    PRIMARY KEY (device, metric, ts)
+  ) WITHOUT ROWID;
+
+  -- The newest reading of each series, maintained in the same transaction as readings.
+  -- latest() reads one row per series instead of scanning history, and the all-metrics
+  -- range query uses it to seek the primary key once per metric. A query-time
+  -- 'GROUP BY device, metric' with max(ts) would read every stored reading, and a correlated
+  -- per-series max needs the list of series, which again means a scan: both grow with
+  -- history, while this table grows with the number of series, and costs one upsert per
+  -- series per batch.
+  CREATE TABLE IF NOT EXISTS latest (
+    device TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    value REAL NOT NULL,
+    unit TEXT,
+    PRIMARY KEY (device, metric)
+  ) WITHOUT ROWID;
+
+  -- Append-only history of alert transitions. id keeps insertion order for equal ts.
+  -- value and threshold may be NULL (a NaN from a rule) so one odd alert cannot wedge a batch.
+  CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    rule TEXT NOT NULL,
+    device TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    state TEXT NOT NULL,
+    value REAL,
+    threshold REAL,
+    since INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    message TEXT NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS alerts_device_rule_ts ON alerts (device, rule, ts);
+  CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts);
+`
+
+interface ReadingRow {
+  device: string
+  metric: string
+  ts: number
+  value: number
+  unit: string | null
+}
+
+interface BucketRow {
+  bucket: number
+  value: number
+  count: number
+}
+
+interface AlertRow {
+  rule: string
+  device: string
+  metric: string
+  severity: string
+  state: string
+  value: number | null
+  threshold: number | null
+  since: number
+  ts: number
+  message: string
+}
+
+type ReadingParams = {
+  device: string
+  metric: string
+  ts: number
+  value: number
+  unit: string | null
+}
+
+// Bucket start aligned to multiples of @every since the epoch; the double modulo keeps
+// pre-1970 timestamps in the right bucket (SQLite's % truncates toward zero).
+const BUCKET_EXPR = '(ts - ((ts % @every) + @every) % @every)'
+
+const AGGREGATE_SELECT: Record<AggregateFunction, string> = {
+  mean: 'avg(value)',
+  min: 'min(value)',
+  max: 'max(value)',
+  count: 'count(*)',
+  // With exactly one max() in an aggregate query, SQLite takes bare columns from the row
+  // holding that max (https://sqlite.org/lang_select.html#bare_columns_in_an_aggregate_query):
+  // `value` is the value at the greatest ts of the bucket.
+  last: 'value, max(ts) AS lastTs',
+}
+
+const ALERT_COLUMNS = 'rule, device, metric, severity, state, value, threshold, since, ts, message'
+
+export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
+  const { file, retentionMs } = options
+  const log = options.log?.child({ module: 'sqlite-store' })
+  if (retentionMs !== undefined && !(retentionMs > 0)) {
+    throw new GatewayError(ERROR_CODES.store, `retentionMs must be > 0, got ${retentionMs}`)
+  }
+
+  const db = openDatabase(file)
+
+  const insertReading = db.prepare<ReadingParams>(
+    `INSERT INTO readings (device, metric, ts, value, unit) VALUES (@device, @metric, @ts, @value, @unit)
+     ON CONFLICT (device, metric, ts) DO UPDATE SET value = excluded.value, unit = excluded.unit`,
+  )
+  // `>=` so a rewrite of the newest reading (same identity, new value) updates latest too.
+  const upsertLatest = db.prepare<ReadingParams>(
+    `INSERT INTO latest (device, metric, ts, value, unit) VALUES (@device, @metric, @ts, @value, @unit)
+     ON CONFLICT (device, metric) DO UPDATE SET ts = excluded.ts, value = excluded.value, unit = excluded.unit
+     WHERE excluded.ts >= latest.ts`,
+  )
+  const insertAlert = db.prepare<Record<string, unknown>>(
+    `INSERT INTO alerts (${ALERT_COLUMNS})
+     VALUES (@rule, @device, @metric, @severity, @state, @value, @threshold, @since, @ts, @message)`,
+  )
+
+  const rangeSelect = 'SELECT device, metric, ts, value, unit FROM readings'
+  const readingsOfMetric = {
+    asc: db.prepare<Record<string, unknown>, ReadingRow>(
+      `${rangeSelect} WHERE device = @device AND metric = @metric AND ts >= @from AND ts < @to
+       ORDER BY ts ASC LIMIT @limit`,
+    ),
+    desc: db.prepare<Record<string, unknown>, ReadingRow>(
+      `${rangeSelect} WHERE device = @device AND metric = @metric AND ts >= @from AND ts < @to
+       ORDER BY ts DESC LIMIT @limit`,
+    ),
+  }
+  // `metric IN (metrics of this device)` turns the query into one primary-key range seek per
+  // metric; `device = ?` alone would read the device's whole history to filter on ts.
+  const deviceMetrics = 'metric IN (SELECT metric FROM latest WHERE device = @device)'
+  const readingsOfDevice = {
+    asc: db.prepare<Record<string, unknown>, ReadingRow>(
+      `${rangeSelect} WHERE device = @device AND ${deviceMetrics} AND ts >= @from AND ts < @to
+       ORDER BY ts ASC, metric ASC LIMIT @limit`,
+    ),
+    desc: db.prepare<Record<string, unknown>, ReadingRow>(
+      `${rangeSelect} WHERE device = @device AND ${deviceMetrics} AND ts >= @from AND ts < @to
+       ORDER BY ts DESC, metric DESC LIMIT @limit`,
+    ),
+  }
+  const aggregates = Object.fromEntries(
+    Object.entries(AGGREGATE_SELECT).map(([fn, select]) => [
+      fn,
+      db.prepare<Record<string, unknown>, BucketRow>(
+        `SELECT ${BUCKET_EXPR} AS bucket, ${select}${fn === 'last' ? '' : ' AS value'}, count(*) AS count
+         FROM readings WHERE device = @device AND metric = @metric AND ts >= @from AND ts < @to
+         GROUP BY bucket ORDER BY bucket ASC`,
+      ),
+    ]),
+  ) as Record<AggregateFunction, Database.Statement<[Record<string, unknown>], BucketRow>>
+  const latestAll = db.prepare<[], ReadingRow>(
+    'SELECT device, metric, ts, value, unit FROM latest ORDER BY device, metric',
+  )
+  const latestOfDevice = db.prepare<[string], ReadingRow>(
+    'SELECT device, metric, ts, value, unit FROM latest WHERE device = ? ORDER BY metric',
+  )
+  const allSeries = db.prepare<[], { device: string; metric: string }>(
+    'SELECT device, metric FROM latest',
+  )
+  // DELETE ... LIMIT needs SQLITE_ENABLE_UPDATE_DELETE_LIMIT, which better-sqlite3 builds with.
+  const deleteExpiredChunk = db.prepare<Record<string, unknown>>(
+    `DELETE FROM readings WHERE device = @device AND metric = @metric AND ts < @cutoff
+     ORDER BY ts LIMIT ${PRUNE_CHUNK_ROWS}`,
+  )
+  const deleteExpiredLatest = db.prepare<Record<string, unknown>>(
+    'DELETE FROM latest WHERE device = @device AND metric = @metric AND ts < @cutoff',
+  )
+  // queryAlerts has 32 filter combinations; each shape is prepared on first use, then reused,
+  // so every shape gets its own plan (a catch-all `? IS NULL OR ...` would defeat the indexes).
+  const alertStatements = new Map<string, Database.Statement<[Record<string, unknown>], AlertRow>>()
+
+  const writeReadingsTx = db.transaction((readings: readonly Reading[]) => {
+    // latest gets one upsert per series per batch, not one per reading: under load a batch
+    // holds many readings of few series, so maintaining latest costs little.
+    const newest = new Map<string, ReadingParams>()
+    for (const r of readings) {
+      const params: ReadingParams = {
+        device: r.deviceId,
+        metric: r.metric,
+        ts: r.ts,
+        value: r.value,
+        unit: r.unit ?? null,
+      }
+      insertReading.run(params)
+      const key = `${r.deviceId}\u0000${r.metric}`
+      const seen = newest.get(key)
+      if (seen === undefined || r.ts >= seen.ts) newest.set(key, params)
+    }
+    for (const params of newest.values()) upsertLatest.run(params)
+  })
+
+  const writeAlertsTx = db.transaction((alerts: readonly Alert[]) => {
+    for (const a of alerts) {
+      insertAlert.run({
+        rule: a.ruleId,
+        device: a.deviceId,
+        metric: a.metric,
+        severity: a.severity,
+        state: a.state,
+        value: a.value,
+        threshold: a.threshold,
+        since: a.since,
+        ts: a.ts,
+        message: a.message,
+      })
+    }
+  })
+
+  const pruneSeriesTx = db.transaction((device: string, metric: string, cutoff: number) => {
+    const deleted = deleteExpiredChunk.run({ device, metric, cutoff }).changes
+    // Deleting latest in the same transaction as the last expired readings keeps the two
+    // tables consistent: a series is in latest exactly when it has readings.
+    if (deleted < PRUNE_CHUNK_ROWS) deleteExpiredLatest.run({ device, metric, cutoff })
+    return deleted
+  })
+
+  let closed = false
+  let pruning: Promise<number> | undefined
+  let pruneTimer: NodeJS.Timeout | undefined
+
+  function assertOpen(): void {
+    if (closed) throw new GatewayError(ERROR_CODES.store, `SQLite store ${file} is closed`)
+  }
+
+  async function prunePass(nowMs: number, ttlMs: number): Promise<number> {
+    const cutoff = nowMs - ttlMs
+    const series = allSeries.all()
+    let deleted = 0
+    let sliceStart = performance.now()
+    for (const { device, metric } of series) {
+      for (;;) {
+        if (closed) return deleted
+        const n = pruneSeriesTx(device, metric, cutoff)
+        deleted += n
+        if (performance.now() - sliceStart >= PRUNE_SLICE_MS) {
+          // better-sqlite3 is synchronous: give the broker and the writer a turn.
+          await new Promise((resolve) => setImmediate(resolve))
+          sliceStart = performance.now()
+        }
+        if (n < PRUNE_CHUNK_ROWS) break
+      }
+    }
+    if (deleted > 0) log?.info({ deleted, cutoff, retentionMs: ttlMs }, 'expired readings deleted')
+    return deleted
+  }
+
+  function pruneExpired(nowMs: number = Date.now()): Promise<number> {
+    if (retentionMs === undefined || closed) return Promise.resolve(0)
+    if (pruning) return pruning
+    const pass = prunePass(nowMs, retentionMs).finally(() => {
+      pruning = undefined
+    })
+    pruning = pass
+    return pass
+  }
+
+  function runScheduledPrune(): void {
+    pruneExpired().catch((err: unknown) => {
+      log?.warn({ err }, 'retention pass failed; retrying at the next interval')
+    })
+  }
+
+  if (retentionMs !== undefined) {
+    // At most hourly, and more often for short retentions so data never outlives its
+    // retention by much more than the retention itself.
+    const intervalMs = Math.max(1000, Math.min(HOUR_MS, retentionMs))
+    pruneTimer = setInterval(runScheduledPrune, intervalMs)
+    // Retention must never keep the process alive on its own.
+    pruneTimer.unref()
+    runScheduledPrune()
+  }
+
+  log?.info({ file, retentionMs }, 'SQLite store open')
+
+  return {
+    kind: 'sqlite',
+
+    async writeReadings(readings) {
+      assertOpen()
+      if (readings.length === 0) return
+      writeReadingsTx(readings)
+    },
+
+    async writeAlerts(alerts) {
+      assertOpen()
+      if (alerts.length === 0) return
+      writeAlertsTx(alerts)
+    },
+
+    async queryReadings(query: ReadingQuery) {
+      assertOpen()
+      const statements = query.metric === undefined ? readingsOfDevice : readingsOfMetric
+      const rows = statements[query.order].all({
+        device: query.deviceId,
+        metric: query.metric ?? null,
+        from: query.fromMs,
+        to: query.toMs,
+        limit: query.limit,
+      })
+      return rows.map(toReading)
+    },
+
+    async aggregate(query: AggregateQuery) {
+      assertOpen()
+      if (!(Number.isInteger(query.everyMs) && query.everyMs > 0)) {
+        throw new GatewayError(
+          ERROR_CODES.store,
+          `everyMs must be a positive integer, got ${query.everyMs}`,
+        )
+      }
+      const statement = aggregates[query.fn]
+      const rows = statement.all({
+        device: query.deviceId,
+        metric: query.metric,
+        from: query.fromMs,
+        to: query.toMs,
+        every: query.everyMs,
+      })
+      return rows.map((row): Bucket => ({ ts: row.bucket, value: row.value, count: row.count }))
+    },
+
+    async latest(deviceId?: string) {
+      assertOpen()
+      const rows = deviceId === undefined ? latestAll.all() : latestOfDevice.all(deviceId)
+      return rows.map((row): LatestReading => toReading(row))
+    },
+
+    async queryAlerts(query: AlertQuery) {
+      assertOpen()
+      const filters: string[] = []
+      if (query.state !== undefined) filters.push('state = @state')
+      if (query.deviceId !== undefined) filters.push('device = @device')
+      if (query.ruleId !== undefined) filters.push('rule = @rule')
+      if (query.fromMs !== undefined) filters.push('ts >= @from')
+      if (query.toMs !== undefined) filters.push('ts < @to')
+      const where = filters.length > 0 ? `WHERE ${filters.join(' AND ')}` : ''
+      let statement = alertStatements.get(where)
+      if (statement === undefined) {
+        statement = db.prepare<Record<string, unknown>, AlertRow>(
+          `SELECT ${ALERT_COLUMNS} FROM alerts ${where} ORDER BY ts DESC, id DESC LIMIT @limit`,
+        )
+        alertStatements.set(where, statement)
+      }
+      const params: Record<string, unknown> = { limit: query.limit }
+      if (query.state !== undefined) params.state = query.state
+      if (query.deviceId !== undefined) params.device = query.deviceId
+      if (query.ruleId !== undefined) params.rule = query.ruleId
+      if (query.fromMs !== undefined) params.from = query.fromMs
+      if (query.toMs !== undefined) params.to = query.toMs
+      return statement.all(params).map(toAlert)
+    },
+
+    pruneExpired,
+
+    async close() {
+      if (closed) return
+      closed = true
+      if (pruneTimer) clearInterval(pruneTimer)
+      try {
+        // Recommended before closing a long-lived connection: refreshes planner statistics.
+        db.pragma('optimize')
+      } finally {
+        db.close()
+      }
+      log?.info({ file }, 'SQLite store closed')
+    },
+  }
+}
+
+function openDatabase(file: string): Database.Database {
+  let db: Database.Database | undefined
+  try {
+    if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true })
+    db = new Database(file)
+    db.pragma('journal_mode = WAL')
+    // With WAL, NORMAL syncs the WAL at checkpoints rather than at every commit. The file can
+    // never be corrupted, and a commit survives a crash of this process (it is in the OS page
+    // cache); only an OS crash or power loss can roll back the last transactions. That is the
+    // trade-off SQLite recommends for WAL, and it keeps group commits cheap: FULL would fsync
+    // every batch.
+    db.pragma('synchronous = NORMAL')
+    // Checkpoints truncate the WAL back to this size so a write burst does not leave it huge.
+    db.pragma('journal_size_limit = 67108864')
+    const version = db.pragma('user_version', { simple: true }) as number
+    if (version > SCHEMA_VERSION) {
+      throw new Error(
+        `schema version ${version} is newer than this gateway supports (${SCHEMA_VERSION})`,
+      )
+    }
+    db.exec(SCHEMA)
+    if (version < SCHEMA_VERSION) db.pragma(`user_version = ${SCHEMA_VERSION}`)
+    return db
+  } catch (err) {
+    db?.close()
+    const message = err instanceof Error ? err.message : String(err)
+    throw new GatewayError(ERROR_CODES.store, `cannot open SQLite store ${file}: ${message}`, {
+      cause: err,
+    })
+  }
+}
+
+function toReading(row: ReadingRow): Reading {
+  const reading: Reading = {
+    deviceId: row.device,
+    metric: row.metric,
+    value: row.value,
+    ts: row.ts,
+  }
+  if (row.unit !== null) reading.unit = row.unit
+  return reading
+}
+
+function toAlert(row: AlertRow): Alert {
+  return {
+    ruleId: row.rule,
+    deviceId: row.device,
+    metric: row.metric,
+    severity: row.severity as Severity,
+    state: row.state as AlertState,
+    value: row.value ?? Number.NaN,
+    threshold: row.threshold ?? Number.NaN,
+    since: row.since,
+    ts: row.ts,
+    message: row.message,
+  }
+}
