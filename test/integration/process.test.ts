@@ -1,0 +1,111 @@
+import { createServer } from 'node:net'
+import path from 'node:path'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { createSqliteStore } from '../../src/store/sqlite-store.ts'
+import { connectClient } from '../helpers/mqtt.ts'
+import { type RunningProcess, runToEnd, startProcess } from '../helpers/processes.ts'
+import { createTempDir } from '../helpers/temp-dir.ts'
+
+const BASE_ENV = { LOG_PRETTY: 'false', LOG_LEVEL: 'info', MQTT_PORT: '0', HTTP_PORT: '0' }
+
+describe('the gateway as a real process (npm start)', () => {
+  let proc: RunningProcess | null = null
+  const dirs: Array<{ remove(): Promise<void> }> = []
+
+  afterEach(async () => {
+    if (proc && proc.child.exitCode === null && proc.child.signalCode === null) {
+      proc.child.kill('SIGKILL')
+      await proc.exited
+    }
+    proc = null
+    for (const dir of dirs.splice(0)) await dir.remove()
+  })
+
+  it('starts on OS-chosen ports, stores readings, and on SIGTERM flushes and exits 0', async () => {
+    const dir = await createTempDir('gw-proc-')
+    dirs.push(dir)
+    proc = startProcess('npm', ['start', '--silent'], { ...BASE_ENV, DATA_DIR: dir.path })
+    const running = proc
+    const mqttPort = await vi.waitFor(
+      () => {
+        const line = running
+          .logLines()
+          .find((l) => typeof l.msg === 'string' && l.msg.startsWith('MQTT listening'))
+        expect(line, running.stderr()).toBeDefined()
+        return line?.port as number
+      },
+      { timeout: 20_000, interval: 50 },
+    )
+    await vi.waitFor(() =>
+      expect(running.logLines().some((l) => String(l.msg).startsWith('HTTP listening'))).toBe(true),
+    )
+    expect(mqttPort).toBeGreaterThan(0)
+
+    const device = await connectClient(`mqtt://127.0.0.1:${mqttPort}`, { clientId: 'dev-proc' })
+    const ts = Date.now() - 1_000
+    for (let i = 0; i < 20; i++) {
+      // QoS 0 on purpose: nothing waits for these, so only the shutdown flush can store them.
+      device.publish('sensors/dev-proc/temperature', JSON.stringify({ value: i, ts: ts + i }), {
+        qos: 0,
+      })
+    }
+    await device.publishAsync('sensors/dev-proc/humidity', '55', { qos: 1 })
+    await device.endAsync()
+
+    running.child.kill('SIGTERM')
+    expect(await running.exited).toBe(0)
+    expect(running.logLines().some((l) => l.msg === 'gateway stopped')).toBe(true)
+
+    const store = createSqliteStore({ file: path.join(dir.path, 'gateway.db') })
+    try {
+      const stored = await store.queryReadings({
+        deviceId: 'dev-proc',
+        fromMs: 0,
+        toMs: Date.now() + 1,
+        limit: 100,
+        order: 'asc',
+      })
+      expect(stored.filter((r) => r.metric === 'temperature').map((r) => r.value)).toEqual([
+        ...Array(20).keys(),
+      ])
+      expect(stored.filter((r) => r.metric === 'humidity').map((r) => r.value)).toEqual([55])
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('exits 1 with a message naming the key when the configuration is bad', async () => {
+    const result = await runToEnd('npm', ['start', '--silent'], {
+      ...BASE_ENV,
+      MQTT_PORT: 'eighty',
+      LOG_LEVEL: 'loud',
+    })
+    expect(result.code).toBe(1)
+    expect(result.stderr).toContain('GW_ERR_CONFIG')
+    expect(result.stderr).toContain(
+      'MQTT_PORT (mqtt.port, from environment): must be an integer, got "eighty"',
+    )
+    expect(result.stderr).toContain('LOG_LEVEL (logLevel, from environment): must be one of')
+  })
+
+  it('exits 1 naming the port and the variable when the MQTT port is taken', async () => {
+    const blocker = createServer()
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
+    const port = (blocker.address() as { port: number }).port
+    const dir = await createTempDir('gw-proc-')
+    dirs.push(dir)
+    try {
+      const result = await runToEnd('npm', ['start', '--silent'], {
+        ...BASE_ENV,
+        MQTT_PORT: String(port),
+        DATA_DIR: dir.path,
+      })
+      expect(result.code).toBe(1)
+      expect(result.stderr).toContain(
+        `GW_ERR_PORT_IN_USE: MQTT port ${port} on 127.0.0.1 is already in use: set MQTT_PORT to a free port (0 lets the OS choose)`,
+      )
+    } finally {
+      blocker.close()
+    }
+  })
+})
