@@ -9,9 +9,16 @@ import { createLogger, type Logger } from './telemetry/logger.ts'
  * The process entry: the only place that reads the environment and handles signals.
  * Exit codes: 0 after a clean stop, 1 for bad configuration or a failed start.
  */
-export async function runGateway(
-  onStarted?: (gateway: Gateway, config: GatewayConfig) => void,
-): Promise<void> {
+const DUPLICATE_SIGNAL_WINDOW_MS = 1_000
+
+export interface RunHooks {
+  /** Called once the gateway listens, with the ports actually bound. */
+  onStarted?: (gateway: Gateway, config: GatewayConfig, log: Logger) => Promise<void> | void
+  /** Called on SIGINT/SIGTERM before the gateway stops (the demo stops its simulator here). */
+  beforeStop?: () => Promise<void>
+}
+
+export async function runGateway(hooks: RunHooks = {}): Promise<void> {
   let config: GatewayConfig
   try {
     config = loadConfig(process.env)
@@ -26,20 +33,24 @@ export async function runGateway(
   try {
     gateway = await createGateway(config, { log })
     await gateway.start()
+    await hooks.onStarted?.(gateway, config, log)
   } catch (err) {
     return fail(err, log)
   }
-  onStarted?.(gateway, config)
 
-  let signalled = false
+  let signalledAt = 0
   const shutdown = (signal: NodeJS.Signals) => {
-    if (signalled) {
+    if (signalledAt > 0) {
+      // Ctrl-C reaches both npm and this process, and npm forwards it once more: a repeat within
+      // a moment is that echo, not an impatient user.
+      if (Date.now() - signalledAt < DUPLICATE_SIGNAL_WINDOW_MS) return
       log.warn({ signal }, 'second signal: exiting without waiting for the flush')
       process.exit(1)
     }
-    signalled = true
+    signalledAt = Date.now()
     log.info({ signal }, 'shutting down')
-    gateway.stop().then(
+    const stopped = (hooks.beforeStop?.() ?? Promise.resolve()).then(() => gateway.stop())
+    stopped.then(
       () => flushAndExit(log, 0),
       (err: unknown) => {
         log.error({ err }, 'shutdown failed')

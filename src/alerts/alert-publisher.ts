@@ -19,7 +19,7 @@ export function createAlertPublisher(deps: {
 } {
   const log = deps.log.child({ module: 'alerts' })
   deps.bus.on(OWNER, 'alert', (alert) => {
-    log.info(
+    log.debug(
       { ruleId: alert.ruleId, deviceId: alert.deviceId, state: alert.state, value: alert.value },
       `alert ${alert.state}: ${alert.message}`,
     )
