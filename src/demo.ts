@@ -22,8 +22,8 @@ await runGateway({
     if (!file.ok) throw new Error(`fleet file: ${file.problems.join('; ')}`)
     fleet = createFleet(
       {
-        malformedShare: DEMO_MALFORMED_SHARE,
         ...file.settings,
+        malformedShare: DEMO_MALFORMED_SHARE,
         url: `mqtt://${mqttHost}:${mqtt.port}`,
       },
       log,
