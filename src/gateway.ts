@@ -116,7 +116,9 @@ export async function createGateway(
         await broker.stopAccepting()
         await http.close()
         await broker.close()
-        // Readings already accepted are written (and evaluated) before the store closes.
+        // Readings already accepted are written and evaluated first; the alerts that raises are
+        // still queued by the writer, whose close() then writes them too.
+        await writer.flush()
         await writer.close()
         engine.stop()
         alertPublisher.stop()

@@ -23,7 +23,7 @@ export interface MqttBroker extends MqttPublisher {
   readonly aedes: Aedes
   /** Starts the TCP listener; port 0 lets the OS choose, the address is returned and logged. */
   listen(host: string, port: number): Promise<AddressInfo>
-  /** Stops accepting connections; clients already connected stay until close(). */
+  /** Stops accepting new connections at once; clients already connected stay until close(). */
   stopAccepting(): Promise<void>
   /** Disconnects every client and stops the broker. */
   close(): Promise<void>
@@ -37,6 +37,7 @@ export async function createMqttBroker(
   const log = deps.log.child({ module: 'broker' })
   const aedes = await Aedes.createBroker({ authorizePublish: hooks.authorizePublish })
   let server: Server | null = null
+  let serverClosed: Promise<void> = Promise.resolve()
 
   aedes.on('clientDisconnect', (client) => {
     log.debug({ clientId: client.id }, 'client disconnected')
@@ -72,14 +73,16 @@ export async function createMqttBroker(
       const tcp = server
       server = null
       if (!tcp?.listening) return
-      await new Promise<void>((resolve) => {
+      // close() stops listening at once, but its callback waits for every connection to end:
+      // that happens in close(), when Aedes disconnects the clients.
+      serverClosed = new Promise<void>((resolve) => {
         tcp.close(() => resolve())
       })
     },
     async close() {
-      const closing = broker.stopAccepting()
+      await broker.stopAccepting()
       await new Promise<void>((resolve) => aedes.close(() => resolve()))
-      await closing
+      await serverClosed
     },
     publish(topic, payload, options) {
       return new Promise((resolve, reject) => {

@@ -190,3 +190,41 @@ describe('gateway end to end (in-process, real MQTT over TCP, SQLite file)', () 
     })
   })
 })
+
+describe('gateway shutdown', () => {
+  it('writes readings accepted just before stop, and the alerts they raise', async () => {
+    const gw = await startTestGateway()
+    try {
+      const device = await connectClient(gw.mqttUrl, { clientId: 'dev-last' })
+      const stopped = new Promise<void>((resolve) => {
+        // Stop from inside the pipeline, while the valid reading sent just before is still queued.
+        gw.gateway.bus.on('test', 'reading.rejected', () => {
+          gw.stop().then(resolve, resolve)
+        })
+      })
+      device.publish('sensors/dev-last/temperature', '35', { qos: 0 })
+      device.publish('sensors/dev-last/temperature', 'not a number', { qos: 0 })
+      await stopped
+      await device.endAsync(true)
+
+      const { createSqliteStore } = await import('../../src/store/sqlite-store.ts')
+      const store = createSqliteStore({ file: `${gw.dataDir}/gateway.db` })
+      try {
+        const readings = await store.queryReadings({
+          deviceId: 'dev-last',
+          fromMs: 0,
+          toMs: Date.now() + 1,
+          limit: 10,
+          order: 'asc',
+        })
+        expect(readings.map((r) => r.value)).toEqual([35])
+        const alerts = await store.queryAlerts({ deviceId: 'dev-last', limit: 10 })
+        expect(alerts.map((a) => [a.ruleId, a.state])).toEqual([['high-temperature', 'firing']])
+      } finally {
+        await store.close()
+      }
+    } finally {
+      await gw.cleanup()
+    }
+  })
+})

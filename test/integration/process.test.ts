@@ -50,10 +50,13 @@ describe('the gateway as a real process (npm start)', () => {
       })
     }
     await device.publishAsync('sensors/dev-proc/humidity', '55', { qos: 1 })
-    await device.endAsync()
+    const disconnected = new Promise((resolve) => device.once('close', resolve))
 
+    // The device stays connected: shutdown must close it rather than wait for it.
     running.child.kill('SIGTERM')
     expect(await running.exited).toBe(0)
+    await disconnected
+    await device.endAsync(true)
     expect(running.logLines().some((l) => l.msg === 'gateway stopped')).toBe(true)
 
     const store = createSqliteStore({ file: path.join(dir.path, 'gateway.db') })
