@@ -9,6 +9,11 @@ export interface RunningProcess {
   logLines: () => Array<Record<string, unknown>>
   /** Resolves with the exit code (or the signal name) once the process has ended. */
   exited: Promise<number | string>
+  /**
+   * Signals the process group the command was started in (as a terminal or a service manager
+   * would), so a wrapper like npm and the program it runs both get it, and nothing is orphaned.
+   */
+  signal(signal: NodeJS.Signals): void
 }
 
 /** Starts a command in its own process group so a test can stop it, and only it, by PID. */
@@ -20,6 +25,7 @@ export function startProcess(
   const child = spawn(command, args, {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
   })
   let out = ''
   let err = ''
@@ -40,6 +46,14 @@ export function startProcess(
         .filter((l) => l.startsWith('{'))
         .map((l) => JSON.parse(l) as Record<string, unknown>),
     exited,
+    signal(signal) {
+      if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return
+      try {
+        process.kill(-child.pid, signal)
+      } catch {
+        // The group is already gone.
+      }
+    },
   }
 }
 
@@ -51,7 +65,7 @@ export async function runToEnd(
   timeoutMs = 15_000,
 ): Promise<{ code: number | string; stdout: string; stderr: string }> {
   const proc = startProcess(command, args, env)
-  const timer = setTimeout(() => proc.child.kill('SIGKILL'), timeoutMs)
+  const timer = setTimeout(() => proc.signal('SIGKILL'), timeoutMs)
   const code = await proc.exited
   clearTimeout(timer)
   return { code, stdout: proc.stdout(), stderr: proc.stderr() }

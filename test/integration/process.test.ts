@@ -14,7 +14,7 @@ describe('the gateway as a real process (npm start)', () => {
 
   afterEach(async () => {
     if (proc && proc.child.exitCode === null && proc.child.signalCode === null) {
-      proc.child.kill('SIGKILL')
+      proc.signal('SIGKILL')
       await proc.exited
     }
     proc = null
@@ -50,10 +50,10 @@ describe('the gateway as a real process (npm start)', () => {
       })
     }
     await device.publishAsync('sensors/dev-proc/humidity', '55', { qos: 1 })
-    const disconnected = new Promise((resolve) => device.once('close', resolve))
+    const disconnected = new Promise<void>((resolve) => device.once('close', () => resolve()))
 
     // The device stays connected: shutdown must close it rather than wait for it.
-    running.child.kill('SIGTERM')
+    running.signal('SIGTERM')
     expect(await running.exited).toBe(0)
     await disconnected
     await device.endAsync(true)
