@@ -87,48 +87,59 @@ export async function createGateway(
   const engine = createRuleEngine({ bus, log }, rules)
   const http = createHttpServer({ store, log })
 
+  const listenHttp = async (): Promise<AddressInfo> => {
+    try {
+      await http.listen({ host: config.http.host, port: config.http.port })
+    } catch (err) {
+      throw httpListenError(err as NodeJS.ErrnoException, config.http.host, config.http.port)
+    }
+    const address = http.server.address() as AddressInfo
+    log.info(
+      { host: address.address, port: address.port },
+      `HTTP listening on http://${address.address}:${address.port}`,
+    )
+    return address
+  }
+
   let bound: GatewayAddresses | null = null
   let stopping: Promise<void> | null = null
+
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      await broker.stopAccepting()
+      await http.close()
+      await broker.close()
+      // Readings already accepted are written and evaluated first; the alerts that raises are
+      // still queued by the writer, whose close() then writes them too.
+      await writer.flush()
+      await writer.close()
+      engine.stop()
+      alertPublisher.stop()
+      deadLetters.stop()
+      presence.stop()
+      await store.close()
+      log.info({ ...ingest.stats(), rejectedByReason: deadLetters.counts() }, 'gateway stopped')
+    })()
+    return stopping
+  }
 
   return {
     bus,
     store,
     async start() {
       engine.start()
-      const mqtt = await broker.listen(config.mqtt.host, config.mqtt.port)
-      let httpAddress: AddressInfo
       try {
-        await http.listen({ host: config.http.host, port: config.http.port })
-        httpAddress = http.server.address() as AddressInfo
+        const mqtt = await broker.listen(config.mqtt.host, config.mqtt.port)
+        const httpAddress = await listenHttp()
+        bound = { mqtt, http: httpAddress }
+        return bound
       } catch (err) {
-        await broker.close()
-        throw httpListenError(err as NodeJS.ErrnoException, config.http.host, config.http.port)
+        // Release what was opened (store file, listener) so a caller may try again.
+        await stop().catch(() => {})
+        throw err
       }
-      log.info(
-        { host: httpAddress.address, port: httpAddress.port },
-        `HTTP listening on http://${httpAddress.address}:${httpAddress.port}`,
-      )
-      bound = { mqtt, http: httpAddress }
-      return bound
     },
-    stop() {
-      stopping ??= (async () => {
-        await broker.stopAccepting()
-        await http.close()
-        await broker.close()
-        // Readings already accepted are written and evaluated first; the alerts that raises are
-        // still queued by the writer, whose close() then writes them too.
-        await writer.flush()
-        await writer.close()
-        engine.stop()
-        alertPublisher.stop()
-        deadLetters.stop()
-        presence.stop()
-        await store.close()
-        log.info({ ...ingest.stats(), rejectedByReason: deadLetters.counts() }, 'gateway stopped')
-      })()
-      return stopping
-    },
+    stop,
     addresses() {
       if (!bound) throw new Error('gateway not started')
       return bound

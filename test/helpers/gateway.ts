@@ -45,7 +45,10 @@ export async function startTestGateway(env: Record<string, string> = {}): Promis
   const gateway = await createGateway(config, {
     log: createLogger({ level: config.logLevel, destination: sink }),
   })
-  const { mqtt, http } = await gateway.start()
+  const { mqtt, http } = await gateway.start().catch(async (err: unknown) => {
+    await dir?.remove()
+    throw err
+  })
   return {
     gateway,
     mqttUrl: `mqtt://127.0.0.1:${mqtt.port}`,

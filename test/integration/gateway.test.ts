@@ -159,6 +159,23 @@ describe('gateway end to end (in-process, real MQTT over TCP, SQLite file)', () 
     expect(warn.map((l) => l.reason)).toEqual(['bad_value', 'not_json'])
   })
 
+  it('dead-letters every bad publish but logs a flood of them once per device and reason', async () => {
+    const watcher = await connect('flood-watcher')
+    const letters = recordMessages(watcher)
+    await watcher.subscribeAsync('gateway/deadletter/#', { qos: 0 })
+    const device = await connect('dev-garbage')
+    for (let i = 0; i < 50; i++) {
+      await device.publishAsync('sensors/dev-garbage/temperature', `garbage ${i}`, { qos: 1 })
+    }
+    await device.publishAsync('sensors/dev-garbage/bad metric', '1', { qos: 1 })
+    await vi.waitFor(() => expect(letters).toHaveLength(51))
+    expect(gw.gateway.stats().rejectedByReason).toEqual({ bad_value: 50, bad_identifier: 1 })
+    const warn = gw.logs.filter((l) => l.msg === 'publish rejected' && l.deviceId === 'dev-garbage')
+    // The default interval is 10 s: one line for the 50 bad values, one for the other reason.
+    expect(warn.map((l) => l.reason)).toEqual(['bad_value', 'bad_identifier'])
+    expect(device.connected).toBe(true)
+  })
+
   it('publishes device status online and offline, retained', async () => {
     const device = await connect('dev-presence')
     await device.publishAsync('sensors/dev-presence/temperature', '20', { qos: 1 })
@@ -191,7 +208,22 @@ describe('gateway end to end (in-process, real MQTT over TCP, SQLite file)', () 
   })
 })
 
-describe('gateway shutdown', () => {
+describe('gateway start-up and shutdown', () => {
+  it('refuses to start when the HTTP port is taken, naming the port and the variable', async () => {
+    const { createServer } = await import('node:net')
+    const blocker = createServer()
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
+    const port = (blocker.address() as { port: number }).port
+    try {
+      await expect(startTestGateway({ HTTP_PORT: String(port) })).rejects.toMatchObject({
+        code: 'GW_ERR_PORT_IN_USE',
+        message: `HTTP port ${port} on 127.0.0.1 is already in use: set HTTP_PORT to a free port (0 lets the OS choose)`,
+      })
+    } finally {
+      blocker.close()
+    }
+  })
+
   it('writes readings accepted just before stop, and the alerts they raise', async () => {
     const gw = await startTestGateway()
     try {
