@@ -18,3 +18,28 @@ export class GatewayError extends Error {
     this.code = code
   }
 }
+
+/**
+ * Why a listener could not start, in words that say what to change: an occupied port names the
+ * environment variable that moves it.
+ */
+export function listenError(
+  service: 'MQTT' | 'HTTP',
+  portVariable: string,
+  err: NodeJS.ErrnoException,
+  host: string,
+  port: number,
+): GatewayError {
+  if (err.code === 'EADDRINUSE') {
+    return new GatewayError(
+      ERROR_CODES.portInUse,
+      `${service} port ${port} on ${host} is already in use: set ${portVariable} to a free port (0 lets the OS choose)`,
+      { cause: err },
+    )
+  }
+  return new GatewayError(
+    ERROR_CODES.listen,
+    `cannot listen for ${service} on ${host}:${port}: ${err.message}`,
+    { cause: err },
+  )
+}

@@ -4,7 +4,7 @@ import { createAlertPublisher } from './alerts/alert-publisher.ts'
 import { createMqttBroker } from './broker/mqtt-broker.ts'
 import { createEventBus, type EventBus } from './bus/event-bus.ts'
 import type { GatewayConfig } from './config/schema.ts'
-import { ERROR_CODES, GatewayError } from './errors.ts'
+import { listenError } from './errors.ts'
 import { createHttpServer } from './http/http-server.ts'
 import { createDeadLetters } from './ingest/dead-letters.ts'
 import { createIngest } from './ingest/ingest.ts'
@@ -91,7 +91,13 @@ export async function createGateway(
     try {
       await http.listen({ host: config.http.host, port: config.http.port })
     } catch (err) {
-      throw httpListenError(err as NodeJS.ErrnoException, config.http.host, config.http.port)
+      throw listenError(
+        'HTTP',
+        'HTTP_PORT',
+        err as NodeJS.ErrnoException,
+        config.http.host,
+        config.http.port,
+      )
     }
     const address = http.server.address() as AddressInfo
     log.info(
@@ -154,21 +160,4 @@ export async function createGateway(
       }
     },
   }
-}
-
-function httpListenError(err: NodeJS.ErrnoException, host: string, port: number): GatewayError {
-  if (err.code === 'EADDRINUSE') {
-    return new GatewayError(
-      ERROR_CODES.portInUse,
-      `HTTP port ${port} on ${host} is already in use: set HTTP_PORT to a free port (0 lets the OS choose)`,
-      { cause: err },
-    )
-  }
-  return new GatewayError(
-    ERROR_CODES.listen,
-    `cannot listen for HTTP on ${host}:${port}: ${err.message}`,
-    {
-      cause: err,
-    },
-  )
 }

@@ -1,7 +1,7 @@
 import { once } from 'node:events'
 import { type AddressInfo, createServer, type Server } from 'node:net'
 import { Aedes, type AedesOptions } from 'aedes'
-import { ERROR_CODES, GatewayError } from '../errors.ts'
+import { listenError } from '../errors.ts'
 import type { Logger } from '../telemetry/logger.ts'
 
 export interface PublishOptions {
@@ -58,7 +58,7 @@ export async function createMqttBroker(
       try {
         await once(tcp, 'listening')
       } catch (err) {
-        throw listenError(err as NodeJS.ErrnoException, host, port)
+        throw listenError('MQTT', 'MQTT_PORT', err as NodeJS.ErrnoException, host, port)
       }
       tcp.on('error', (err) => log.error({ err }, 'MQTT listener error'))
       server = tcp
@@ -104,21 +104,4 @@ export async function createMqttBroker(
     },
   }
   return broker
-}
-
-function listenError(err: NodeJS.ErrnoException, host: string, port: number): GatewayError {
-  if (err.code === 'EADDRINUSE') {
-    return new GatewayError(
-      ERROR_CODES.portInUse,
-      `MQTT port ${port} on ${host} is already in use: set MQTT_PORT to a free port (0 lets the OS choose)`,
-      { cause: err },
-    )
-  }
-  return new GatewayError(
-    ERROR_CODES.listen,
-    `cannot listen for MQTT on ${host}:${port}: ${err.message}`,
-    {
-      cause: err,
-    },
-  )
 }

@@ -1,8 +1,7 @@
 import path from 'node:path'
-import { Writable } from 'node:stream'
 import { loadConfig } from '../../src/config/load-config.ts'
 import { createGateway, type Gateway } from '../../src/gateway.ts'
-import { createLogger } from '../../src/telemetry/logger.ts'
+import { captureLogs, type LogLine } from './log-capture.ts'
 import { createTempDir } from './temp-dir.ts'
 
 export const SHIPPED_RULES = path.resolve('config/rules.yaml')
@@ -13,7 +12,7 @@ export interface TestGateway {
   httpUrl: string
   dataDir: string
   /** Every JSON log line the gateway wrote, parsed. */
-  logs: Array<Record<string, unknown>>
+  logs: LogLine[]
   /** Stops the gateway (idempotent). */
   stop(): Promise<void>
   /** Stops the gateway and removes its data dir. */
@@ -35,16 +34,8 @@ export async function startTestGateway(env: Record<string, string> = {}): Promis
     ...env,
     DATA_DIR: dataDir,
   })
-  const logs: Array<Record<string, unknown>> = []
-  const sink = new Writable({
-    write(chunk, _encoding, done) {
-      for (const line of String(chunk).split('\n')) if (line) logs.push(JSON.parse(line))
-      done()
-    },
-  })
-  const gateway = await createGateway(config, {
-    log: createLogger({ level: config.logLevel, destination: sink }),
-  })
+  const { log, lines: logs } = captureLogs(config.logLevel)
+  const gateway = await createGateway(config, { log })
   const { mqtt, http } = await gateway.start().catch(async (err: unknown) => {
     await dir?.remove()
     throw err

@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import type { Alert, DeadLetter, DeviceStatus } from '../../src/contract/types.ts'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.ts'
 import { connectClient, endAll, recordMessages } from '../helpers/mqtt.ts'
+import { allReadings } from '../helpers/store.ts'
 
 const T0 = Date.UTC(2026, 10, 26, 12, 0, 0)
 
@@ -242,13 +243,7 @@ describe('gateway start-up and shutdown', () => {
       const { createSqliteStore } = await import('../../src/store/sqlite-store.ts')
       const store = createSqliteStore({ file: `${gw.dataDir}/gateway.db` })
       try {
-        const readings = await store.queryReadings({
-          deviceId: 'dev-last',
-          fromMs: 0,
-          toMs: Date.now() + 1,
-          limit: 10,
-          order: 'asc',
-        })
+        const readings = await allReadings(store, 'dev-last')
         expect(readings.map((r) => r.value)).toEqual([35])
         const alerts = await store.queryAlerts({ deviceId: 'dev-last', limit: 10 })
         expect(alerts.map((a) => [a.ruleId, a.state])).toEqual([['high-temperature', 'firing']])

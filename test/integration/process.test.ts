@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createSqliteStore } from '../../src/store/sqlite-store.ts'
 import { connectClient } from '../helpers/mqtt.ts'
 import { type RunningProcess, runToEnd, startProcess } from '../helpers/processes.ts'
+import { allReadings } from '../helpers/store.ts'
 import { createTempDir } from '../helpers/temp-dir.ts'
 
 const BASE_ENV = { LOG_PRETTY: 'false', LOG_LEVEL: 'info', MQTT_PORT: '0', HTTP_PORT: '0' }
@@ -61,13 +62,7 @@ describe('the gateway as a real process (npm start)', () => {
 
     const store = createSqliteStore({ file: path.join(dir.path, 'gateway.db') })
     try {
-      const stored = await store.queryReadings({
-        deviceId: 'dev-proc',
-        fromMs: 0,
-        toMs: Date.now() + 1,
-        limit: 100,
-        order: 'asc',
-      })
+      const stored = await allReadings(store, 'dev-proc')
       expect(stored.filter((r) => r.metric === 'temperature').map((r) => r.value)).toEqual([
         ...Array(20).keys(),
       ])

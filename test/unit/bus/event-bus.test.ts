@@ -1,19 +1,7 @@
-import { Writable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
 import { createEventBus } from '../../../src/bus/event-bus.ts'
 import type { Reading } from '../../../src/contract/types.ts'
-import { createLogger } from '../../../src/telemetry/logger.ts'
-
-function capturingLogger() {
-  const lines: Array<Record<string, unknown>> = []
-  const destination = new Writable({
-    write(chunk, _enc, done) {
-      for (const line of String(chunk).split('\n')) if (line) lines.push(JSON.parse(line))
-      done()
-    },
-  })
-  return { log: createLogger({ level: 'debug', destination }), lines }
-}
+import { captureLogs } from '../../helpers/log-capture.ts'
 
 const reading: Reading = {
   deviceId: 'dev-1',
@@ -24,7 +12,7 @@ const reading: Reading = {
 
 describe('event bus', () => {
   it('delivers the payload to every listener of the event, and only that event', () => {
-    const bus = createEventBus(capturingLogger().log)
+    const bus = createEventBus(captureLogs().log)
     const seen: string[] = []
     bus.on('a', 'reading', (r) => seen.push(`a:${r.value}`))
     bus.on('b', 'reading', (r) => seen.push(`b:${r.value}`))
@@ -34,7 +22,7 @@ describe('event bus', () => {
   })
 
   it('isolates a throwing listener: logged with owner and event, the others still run', () => {
-    const { log, lines } = capturingLogger()
+    const { log, lines } = captureLogs()
     const bus = createEventBus(log)
     const seen: string[] = []
     bus.on('broken', 'reading', () => {
@@ -53,7 +41,7 @@ describe('event bus', () => {
   })
 
   it('removes all of an owner’s listeners and nobody else’s', () => {
-    const bus = createEventBus(capturingLogger().log)
+    const bus = createEventBus(captureLogs().log)
     const seen: string[] = []
     bus.on('gone', 'reading', () => seen.push('gone'))
     bus.on('gone', 'alert', () => seen.push('gone-alert'))

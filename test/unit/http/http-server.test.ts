@@ -1,12 +1,12 @@
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Alert, Reading } from '../../../src/contract/types.ts'
 import { createHttpServer } from '../../../src/http/http-server.ts'
 import type { ReadingStore } from '../../../src/store/reading-store.ts'
 import { createSqliteStore } from '../../../src/store/sqlite-store.ts'
-import { createLogger, createSilentLogger } from '../../../src/telemetry/logger.ts'
+import { createSilentLogger } from '../../../src/telemetry/logger.ts'
+import { captureLogs } from '../../helpers/log-capture.ts'
 import { createTempDir, type TempDir } from '../../helpers/temp-dir.ts'
 
 /** 2026-11-26T10:00:00.000Z: the server's clock in every test. */
@@ -466,14 +466,7 @@ describe('store failures', () => {
     '/api/readings/aggregate?device=gh-1&metric=temperature',
     '/api/alerts',
   ])('%s -> 503 without internals, cause logged at warn', async (url) => {
-    const lines: Array<Record<string, unknown>> = []
-    const destination = new Writable({
-      write(chunk: Buffer, _encoding, callback) {
-        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>)
-        callback()
-      },
-    })
-    const log = createLogger({ level: 'info', destination })
+    const { log, lines } = captureLogs('info')
     const error = new Error('SQLITE_IOERR: disk I/O error in /var/secret/readings.db')
     const faulty = createHttpServer({
       store: withFailingQueries(store, error),
@@ -538,20 +531,9 @@ describe('store failures', () => {
 })
 
 describe('request logging', () => {
-  function capture(level: string) {
-    const lines: Array<Record<string, unknown>> = []
-    const destination = new Writable({
-      write(chunk: Buffer, _encoding, callback) {
-        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>)
-        callback()
-      },
-    })
-    return { lines, log: createLogger({ level, destination }) }
-  }
-
   it('writes one debug line per request, nothing at info', async () => {
-    const debug = capture('debug')
-    const info = capture('info')
+    const debug = captureLogs('debug')
+    const info = captureLogs('info')
     const servers = [
       createHttpServer({ store, log: debug.log, now: () => NOW }),
       createHttpServer({ store, log: info.log, now: () => NOW }),
@@ -585,7 +567,7 @@ describe('request logging', () => {
   })
 
   it("requestLogging: 'off' writes none", async () => {
-    const debug = capture('debug')
+    const debug = captureLogs('debug')
     const server = createHttpServer(
       { store, log: debug.log, now: () => NOW },
       { requestLogging: 'off' },

@@ -5,6 +5,7 @@ import type { Reading } from '../../../src/contract/types.ts'
 import { ERROR_CODES } from '../../../src/errors.ts'
 import { createSqliteStore, type SqliteStore } from '../../../src/store/sqlite-store.ts'
 import { describeReadingStoreContract } from '../../contract/reading-store.contract.ts'
+import { allReadings } from '../../helpers/store.ts'
 import { createTempDir, type TempDir } from '../../helpers/temp-dir.ts'
 
 describeReadingStoreContract('sqlite', async () => {
@@ -35,16 +36,6 @@ describe('SQLite store', () => {
 
   function reading(metric: string, ts: number, value: number): Reading {
     return { deviceId: 'dev-1', metric, ts, value }
-  }
-
-  async function allReadings(store: SqliteStore): Promise<Reading[]> {
-    return store.queryReadings({
-      deviceId: 'dev-1',
-      fromMs: 0,
-      toMs: Number.MAX_SAFE_INTEGER,
-      limit: 1_000_000,
-      order: 'asc',
-    })
   }
 
   beforeEach(async () => {
@@ -78,7 +69,7 @@ describe('SQLite store', () => {
     await first.close()
 
     const second = openStore()
-    expect(await allReadings(second)).toEqual([
+    expect(await allReadings(second, 'dev-1')).toEqual([
       reading('temperature', T0, 1),
       reading('temperature', T0 + 1, 2),
     ])
@@ -119,7 +110,7 @@ describe('SQLite store', () => {
         reading('pressure', now - 2 * HOUR, 1013),
       ])
       expect(await store.pruneExpired(now)).toBe(3)
-      expect(await allReadings(store)).toEqual([
+      expect(await allReadings(store, 'dev-1')).toEqual([
         reading('temperature', now - HOUR, 3),
         reading('temperature', now - 1, 4),
       ])
@@ -138,7 +129,7 @@ describe('SQLite store', () => {
       const old = Array.from({ length: 25_000 }, (_, i) => reading('temperature', T0 + i, i))
       await store.writeReadings([...old, reading('temperature', now, -1)])
       expect(await store.pruneExpired(now)).toBe(25_000)
-      expect(await allReadings(store)).toEqual([reading('temperature', now, -1)])
+      expect(await allReadings(store, 'dev-1')).toEqual([reading('temperature', now, -1)])
     })
 
     it('prunes once at open', async () => {
@@ -150,7 +141,7 @@ describe('SQLite store', () => {
 
       const pruning = openStore(HOUR)
       await vi.waitFor(async () => {
-        expect(await allReadings(pruning)).toEqual([reading('temperature', now, 2)])
+        expect(await allReadings(pruning, 'dev-1')).toEqual([reading('temperature', now, 2)])
       })
     })
 
@@ -158,7 +149,7 @@ describe('SQLite store', () => {
       const store = openStore()
       await store.writeReadings([reading('temperature', 0, 1)])
       expect(await store.pruneExpired()).toBe(0)
-      expect(await allReadings(store)).toHaveLength(1)
+      expect(await allReadings(store, 'dev-1')).toHaveLength(1)
     })
 
     it('clears its interval on close', async () => {

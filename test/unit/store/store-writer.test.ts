@@ -12,7 +12,9 @@ import {
   type StoreWriter,
   type StoreWriterOptions,
 } from '../../../src/store/store-writer.ts'
-import { createLogger, createSilentLogger, type Logger } from '../../../src/telemetry/logger.ts'
+import { createSilentLogger, type Logger } from '../../../src/telemetry/logger.ts'
+import { captureLogs } from '../../helpers/log-capture.ts'
+import { allReadings } from '../../helpers/store.ts'
 import { createTempDir, type TempDir } from '../../helpers/temp-dir.ts'
 
 const T0 = Date.UTC(2026, 0, 1)
@@ -104,15 +106,7 @@ describe('store writer', () => {
     return writer
   }
 
-  async function stored(): Promise<Reading[]> {
-    return sqlite.queryReadings({
-      deviceId: 'dev-1',
-      fromMs: 0,
-      toMs: Number.MAX_SAFE_INTEGER,
-      limit: 1_000_000,
-      order: 'asc',
-    })
-  }
+  const stored = () => allReadings(sqlite, 'dev-1')
 
   beforeEach(async () => {
     dir = await createTempDir('store-writer-')
@@ -216,11 +210,7 @@ describe('store writer', () => {
   })
 
   it('retries a failed batch until it is written, reporting the outage once each way', async () => {
-    const lines: Array<Record<string, unknown>> = []
-    const log = createLogger({
-      level: 'debug',
-      destination: { write: (line: string) => lines.push(JSON.parse(line)) },
-    })
+    const { log, lines } = captureLogs('debug')
     const errors: StoreError[] = []
     bus.on('test', 'store.error', (event) => errors.push(event))
     faults.failures = 3
