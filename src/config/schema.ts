@@ -6,6 +6,8 @@ export interface GatewayConfig {
   http: { host: string; port: number }
   dataDir: string
   rulesFile: string
+  rulesWatch: boolean
+  devicesFile: string
   logLevel: LogLevel
   logPretty: boolean | 'auto'
   store: {
@@ -78,6 +80,12 @@ function duration(minMs: number): Parse {
   }
 }
 
+function flag(raw: unknown) {
+  if (raw === true || raw === 'true') return ok(true)
+  if (raw === false || raw === 'false') return ok(false)
+  return fail(`must be true or false, got ${show(raw)}`)
+}
+
 function prettyFlag(raw: unknown) {
   if (raw === true || raw === 'true') return ok(true)
   if (raw === false || raw === 'false') return ok(false)
@@ -127,6 +135,20 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     env: 'RULES_FILE',
     default: 'config/rules.yaml',
     description: 'Rules file',
+    parse: text,
+  },
+  {
+    path: 'rulesWatch',
+    env: 'RULES_WATCH',
+    default: true,
+    description: 'Apply edits of the rules file without a restart',
+    parse: flag,
+  },
+  {
+    path: 'devicesFile',
+    env: 'DEVICES_FILE',
+    default: 'config/devices.yaml',
+    description: 'Device registry (ids and tags that rules can match); optional',
     parse: text,
   },
   {

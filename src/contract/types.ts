@@ -21,7 +21,11 @@ export type AlertState = 'firing' | 'resolved'
 
 /** Payload of `alerts/{severity}/{deviceId}/{ruleId}`; the retained message is the current state. */
 export interface Alert {
+  /** Stable id of the alert object: `{ruleId}:{deviceId}`, the same for every transition. */
+  id: string
   ruleId: string
+  /** The rule's kind (`threshold`, `rate`, `deadman`, or a custom kind's name). */
+  kind: string
   deviceId: string
   metric: string
   severity: Severity
@@ -34,11 +38,23 @@ export interface Alert {
   /** Epoch ms of this transition (the triggering reading's timestamp). */
   ts: number
   message: string
+  /**
+   * True while the alert changes state too often: the flapping notice is published once and
+   * further transitions are held until the alert is stable again.
+   */
+  flapping: boolean
 }
 
-/** Payload of `devices/{deviceId}/status`. */
+export function alertId(ruleId: string, deviceId: string): string {
+  return `${ruleId}:${deviceId}`
+}
+
+/**
+ * Payload of `devices/{deviceId}/status`. `silent` means connected (or last seen) but a deadman
+ * rule found no readings for its period.
+ */
 export interface DeviceStatus {
-  state: 'online' | 'offline'
+  state: 'online' | 'offline' | 'silent'
   ts: number
 }
 
