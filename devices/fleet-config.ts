@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url'
 import { parseDocument } from 'yaml'
 import { isIdentifier } from '../src/contract/index.ts'
 import { toDurationMs } from '../src/util/duration.ts'
+import { isOutageMode, OUTAGE_MODES, type OutageMode, type OutageSchedule } from './outage.ts'
 import { type FormChoice, isFormChoice, PAYLOAD_FORMS, type PayloadForm } from './payloads.ts'
 import {
   DEFAULT_SIGNALS,
@@ -29,6 +30,8 @@ export interface FleetGroup {
   intervalMs?: number
   metrics?: MetricName[]
   signals?: SignalOverrides
+  /** Replaces the fleet-wide outage schedule for this group; null: no outages. */
+  outage?: OutageSchedule | null
 }
 
 export interface FleetConfig {
@@ -55,6 +58,8 @@ export interface FleetConfig {
   /** MQTT credentials; `{id}` in either is replaced by the device id. */
   username?: string
   password?: string
+  /** Scheduled outages of every device outside a group that sets its own; null: none. */
+  outage?: OutageSchedule | null
 }
 
 /** One layer: any subset of the config; signal parameters may be given one at a time. */
@@ -169,6 +174,23 @@ export function checkName(value: unknown): Checked<string> {
   }
 }
 
+/** An outage offset: a duration, 0 included (the device starts with an outage). */
+export function checkOffset(value: unknown): Checked<number> {
+  const ms = toDurationMs(value)
+  if (ms === null) {
+    return {
+      ok: false,
+      message: `must be a duration like 30s or 1m (0s: start with an outage), got ${describe(value)}`,
+    }
+  }
+  return { ok: true, value: ms }
+}
+
+export function checkOutageMode(value: unknown): Checked<OutageMode> {
+  if (isOutageMode(value)) return { ok: true, value }
+  return { ok: false, message: `must be one of ${OUTAGE_MODES.join(', ')}, got ${describe(value)}` }
+}
+
 export function checkMetrics(value: unknown): Checked<MetricName[]> {
   const list = typeof value === 'string' ? value.split(',').map((s) => s.trim()) : value
   if (Array.isArray(list) && list.length > 0 && list.every(isMetricName)) {
@@ -254,6 +276,16 @@ const GROUP_KEYS: Record<string, [keyof FleetGroup, Check]> = {
   metrics: ['metrics', checkMetrics],
 }
 
+const OUTAGE_KEYS: Record<string, [keyof OutageSchedule, Check]> = {
+  every: ['everyMs', checkDuration],
+  for: ['forMs', checkDuration],
+  mode: ['mode', checkOutageMode],
+  offset: ['offsetMs', checkOffset],
+}
+
+/** What `outage:` takes besides a map: no outages (a group's way out of a fleet-wide one). */
+const NO_OUTAGE = 'none'
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
@@ -310,6 +342,39 @@ function readSignals(raw: unknown, path: string, problems: string[]): SignalOver
   return out
 }
 
+/** `outage: { every: 5m, for: 90s, mode: silent, offset: 1m }`, or `none`. */
+function readOutage(
+  raw: unknown,
+  path: string,
+  problems: string[],
+): OutageSchedule | null | undefined {
+  if (raw === undefined || raw === null) return undefined
+  if (raw === NO_OUTAGE) return null
+  if (!isRecord(raw)) {
+    problems.push(
+      `${path} must be a map like { every: 5m, for: 90s, mode: silent } or ${NO_OUTAGE}, got ${describe(raw)}`,
+    )
+    return undefined
+  }
+  const before = problems.length
+  const read = readMap<OutageSchedule>(raw, OUTAGE_KEYS, `${path}.`, [], problems)
+  for (const key of ['every', 'for', 'mode']) {
+    if (!(key in raw)) problems.push(`${path}.${key} is required`)
+  }
+  const { everyMs, forMs, mode } = read
+  if (everyMs !== undefined && forMs !== undefined && forMs >= everyMs) {
+    problems.push(
+      `${path}.for must be shorter than ${path}.every (${String(raw.every)}), got ${describe(raw.for)}`,
+    )
+  }
+  if (problems.length > before || everyMs === undefined || forMs === undefined || !mode) {
+    return undefined
+  }
+  const schedule: OutageSchedule = { everyMs, forMs, mode }
+  if (read.offsetMs !== undefined) schedule.offsetMs = read.offsetMs
+  return schedule
+}
+
 export type FleetFileResult =
   | { ok: true; settings: FleetSettings }
   | { ok: false; problems: string[] }
@@ -329,11 +394,13 @@ export function parseFleetFile(text: string, file: string): FleetFileResult {
     raw,
     TOP_LEVEL,
     '',
-    ['signals', 'groups'],
+    ['signals', 'groups', 'outage'],
     problems,
   )
   const signals = readSignals(raw.signals, 'signals', problems)
   if (signals) settings.signals = signals
+  const outage = readOutage(raw.outage, 'outage', problems)
+  if (outage !== undefined) settings.outage = outage
 
   if (raw.groups !== undefined && raw.groups !== null) {
     if (!Array.isArray(raw.groups)) {
@@ -347,8 +414,9 @@ export function parseFleetFile(text: string, file: string): FleetFileResult {
           return
         }
         const before = problems.length
-        const group = readMap<FleetGroup>(item, GROUP_KEYS, path, ['signals'], problems)
+        const group = readMap<FleetGroup>(item, GROUP_KEYS, path, ['signals', 'outage'], problems)
         const groupSignals = readSignals(item.signals, `${path}signals`, problems)
+        const groupOutage = readOutage(item.outage, `${path}outage`, problems)
         if (group.name === undefined && !('name' in item)) problems.push(`${path}name is required`)
         if (group.count === undefined && !('count' in item))
           problems.push(`${path}count is required`)
@@ -356,6 +424,7 @@ export function parseFleetFile(text: string, file: string): FleetFileResult {
           return
         const complete: FleetGroup = { ...group, name: group.name, count: group.count }
         if (groupSignals) complete.signals = groupSignals
+        if (groupOutage !== undefined) complete.outage = groupOutage
         groups.push(complete)
       })
       settings.groups = groups
@@ -386,6 +455,29 @@ export async function loadFleetFile(
   return parseFleetFile(text, path)
 }
 
+/** Problems with an outage schedule built in code; `path` names it (`groups[0].outage`). */
+export function checkOutageSchedule(schedule: unknown, path: string): string[] {
+  if (schedule === null || schedule === undefined) return []
+  if (!isRecord(schedule))
+    return [`${path} must be an outage schedule or null, got ${describe(schedule)}`]
+  const problems: string[] = []
+  const check = (key: string, result: Checked<unknown>) => {
+    if (!result.ok) problems.push(`${path}.${key} ${result.message}`)
+  }
+  const every = checkNumber(schedule.everyMs, 1)
+  const duration = checkNumber(schedule.forMs, 1)
+  check('everyMs', every)
+  check('forMs', duration)
+  check('mode', checkOutageMode(schedule.mode))
+  if (schedule.offsetMs !== undefined) check('offsetMs', checkNumber(schedule.offsetMs, 0))
+  if (every.ok && duration.ok && duration.value >= every.value) {
+    problems.push(
+      `${path}.forMs must be less than ${path}.everyMs (${every.value}), got ${duration.value}`,
+    )
+  }
+  return problems
+}
+
 /** Problems with a resolved config (for options built in code rather than read from a file). */
 export function checkFleetConfig(config: FleetConfig): string[] {
   const problems: string[] = []
@@ -404,10 +496,12 @@ export function checkFleetConfig(config: FleetConfig): string[] {
   check('reconnectPeriodMs', checkInteger(config.reconnectPeriodMs, 0))
   if (config.count !== undefined) check('count', checkInteger(config.count, 1))
   if (config.durationMs !== undefined) check('durationMs', checkNumber(config.durationMs, 1))
+  problems.push(...checkOutageSchedule(config.outage, 'outage'))
   const names = new Set<string>()
   config.groups.forEach((group, i) => {
     check(`groups[${i}].name`, checkName(group.name))
     check(`groups[${i}].count`, checkInteger(group.count, 0))
+    problems.push(...checkOutageSchedule(group.outage, `groups[${i}].outage`))
     if (names.has(group.name)) problems.push(`groups[${i}].name "${group.name}" is used twice`)
     names.add(group.name)
   })
@@ -427,6 +521,8 @@ export interface DeviceSpec {
   metrics: MetricName[]
   signals: SignalParams
   seed: number
+  /** Scheduled outages, from the device's start; null: never. */
+  outage: OutageSchedule | null
 }
 
 function pad(n: number, total: number): string {
@@ -454,6 +550,7 @@ export function planDevices(config: FleetConfig): DeviceSpec[] {
       metrics: group?.metrics ?? config.metrics,
       signals: mergeSignals(config.signals, group?.signals),
       seed: deviceSeed(config.seed, id),
+      outage: (group && group.outage !== undefined ? group.outage : config.outage) ?? null,
     })
   }
   let left = config.devices

@@ -10,6 +10,7 @@ import {
   planDevices,
   resolveFleet,
 } from './fleet-config.ts'
+import { type OutagePhase, outagePhase } from './outage.ts'
 import {
   buildMessages,
   createMalformedPicker,
@@ -34,8 +35,10 @@ export interface FleetStats {
   readings: number
   /** Devices connected right now. */
   connected: number
-  /** Successful connections after a device's first one. */
+  /** Successful connections after a device's first one (after a broker loss or an outage). */
   reconnects: number
+  /** Scheduled outages started (devices/outage.ts), silent and disconnect alike. */
+  outages: number
 }
 
 export interface Fleet {
@@ -80,6 +83,15 @@ interface Device {
   /** Publishes whose callback has not run yet. */
   pending: number
   tick: number
+  /** When the device started: its outage schedule counts from here. */
+  startedMs: number
+  /** In a scheduled outage right now. */
+  down: boolean
+  /** Outages started so far (by the schedule's count, so a late timer cannot count one twice). */
+  outagesStarted: number
+  outageTimer: NodeJS.Timeout | null
+  /** The disconnect and reconnect of `disconnect` outages, one after the other. */
+  transition: Promise<void>
 }
 
 /**
@@ -103,6 +115,11 @@ export function createFleet(options: FleetOptions, log: Logger = createSilentLog
     everConnected: false,
     pending: 0,
     tick: 0,
+    startedMs: 0,
+    down: false,
+    outagesStarted: 0,
+    outageTimer: null,
+    transition: Promise.resolve(),
   }))
 
   const stats: FleetStats = {
@@ -112,6 +129,7 @@ export function createFleet(options: FleetOptions, log: Logger = createSilentLog
     readings: 0,
     connected: 0,
     reconnects: 0,
+    outages: 0,
   }
   let publishing = false
   let stopping = false
@@ -171,8 +189,10 @@ export function createFleet(options: FleetOptions, log: Logger = createSilentLog
     // Sample on every tick, connected or not, so the series follows wall time without gaps.
     const sample = sensor.sample(nowMs)
     const tick = device.tick++
+    // The schedule, not the outage timer, decides: a sample never slips into an outage.
+    syncOutage(device, nowMs)
     // A device without a connection drops the sample: battery sensors have no buffer to speak of.
-    if (!publishing || !device.connected || budgetSpent()) return
+    if (!publishing || device.down || !device.connected || budgetSpent()) return
     if (config.malformedShare > 0 && malformedChance.next() < config.malformedShare) {
       stats.readings++
       stats.malformed++
@@ -193,7 +213,8 @@ export function createFleet(options: FleetOptions, log: Logger = createSilentLog
       send(device, message)
   }
 
-  const startDevice = (device: Device) => {
+  /** One MQTT connection of a device; a `disconnect` outage ends it and opens a new one after. */
+  const connectDevice = (device: Device) => {
     const { spec } = device
     const client = connect(url, {
       clientId: spec.id,
@@ -205,9 +226,12 @@ export function createFleet(options: FleetOptions, log: Logger = createSilentLog
       ...credentials(spec.id),
     })
     device.client = client
+    // This connection's own state: a closing one must not count against its successor.
+    let up = false
     client.on('connect', () => {
-      if (!device.connected) stats.connected++
-      device.connected = true
+      if (!up) stats.connected++
+      up = true
+      if (device.client === client) device.connected = true
       if (device.everConnected) stats.reconnects++
       device.everConnected = true
       flog.debug({ deviceId: spec.id }, 'device connected')
@@ -219,33 +243,22 @@ export function createFleet(options: FleetOptions, log: Logger = createSilentLog
       }
     })
     client.on('close', () => {
-      if (device.connected) {
+      if (up) {
         stats.connected--
-        if (!stopping)
+        if (!stopping && !device.down)
           warnLimited({ deviceId: spec.id }, 'device lost its connection, reconnecting')
       }
-      device.connected = false
+      up = false
+      if (device.client === client) device.connected = false
     })
     client.on('error', (err) => {
       // Refused connections, bad credentials: MQTT.js keeps retrying every reconnectPeriodMs.
       warnLimited({ err, deviceId: spec.id }, 'device cannot connect, retrying')
     })
-    const sensor = createSensor(spec.signals, spec.seed)
-    // A random phase within the interval spreads a fleet's publishes evenly over time.
-    const offsetMs = Math.floor(createPrng(spec.seed).next() * spec.intervalMs)
-    device.timer = setTimeout(() => {
-      publishSample(device, sensor)
-      device.timer = setInterval(() => publishSample(device, sensor), spec.intervalMs)
-    }, offsetMs)
   }
 
-  /** Waits for this device's in-flight publishes, then disconnects (DISCONNECT when it can). */
-  const stopDevice = async (device: Device): Promise<void> => {
-    if (device.timer) {
-      clearTimeout(device.timer)
-      clearInterval(device.timer)
-      device.timer = null
-    }
+  /** Waits briefly for in-flight publishes, then ends the connection (DISCONNECT when it can). */
+  const closeClient = async (device: Device): Promise<void> => {
     const client = device.client
     if (!client) return
     if (client.connected && device.pending > 0) {
@@ -256,6 +269,85 @@ export function createFleet(options: FleetOptions, log: Logger = createSilentLog
     // gone; so end gracefully only when nothing is in flight, and force otherwise.
     const force = !client.connected || device.pending > 0
     await new Promise<void>((resolve) => client.end(force, {}, () => resolve()))
+    if (device.client === client) {
+      device.client = null
+      device.connected = false
+    }
+  }
+
+  /** Runs a device's disconnect and reconnect steps in order, each after the one before. */
+  const queue = (device: Device, step: () => void | Promise<void>) => {
+    device.transition = device.transition.then(step).catch((err: unknown) => {
+      flog.warn({ err, deviceId: device.spec.id }, 'simulated outage step failed')
+    })
+  }
+
+  /** Brings the device's outage state up to its schedule at `nowMs`; the phase, if scheduled. */
+  const syncOutage = (device: Device, nowMs: number): OutagePhase | null => {
+    const { spec } = device
+    if (!spec.outage || stopping) return null
+    const { mode, forMs } = spec.outage
+    const phase = outagePhase(spec.outage, device.startedMs, nowMs)
+    // A new outage by the schedule's count. Still down from the one before (its end came and
+    // went while the event loop was busy): the two make one long outage, counted once.
+    const fresh = phase.started > device.outagesStarted
+    device.outagesStarted = phase.started
+    if (phase.down && fresh && !device.down) {
+      device.down = true
+      stats.outages++
+      flog.info({ deviceId: spec.id, mode, forMs }, 'simulated outage starts')
+      if (mode === 'disconnect') queue(device, () => closeClient(device))
+    } else if (!phase.down && device.down) {
+      device.down = false
+      flog.info({ deviceId: spec.id, mode }, 'simulated outage ends')
+      if (mode === 'disconnect') {
+        queue(device, () => {
+          if (!stopping && !device.down && !device.client) connectDevice(device)
+        })
+      }
+    }
+    return phase
+  }
+
+  /** Applies the schedule now and again at each of its changes, until stop(). */
+  const followOutages = (device: Device) => {
+    const nowMs = Date.now()
+    const phase = syncOutage(device, nowMs)
+    if (!phase) return
+    device.outageTimer = setTimeout(
+      () => followOutages(device),
+      Math.max(0, phase.nextChangeMs - nowMs),
+    )
+  }
+
+  const startDevice = (device: Device) => {
+    const { spec } = device
+    device.startedMs = Date.now()
+    // An offset of 0 starts with an outage: a `disconnect` device then connects when it ends.
+    if (spec.outage) followOutages(device)
+    if (!(device.down && spec.outage?.mode === 'disconnect')) connectDevice(device)
+    const sensor = createSensor(spec.signals, spec.seed)
+    // A random phase within the interval spreads a fleet's publishes evenly over time.
+    const offsetMs = Math.floor(createPrng(spec.seed).next() * spec.intervalMs)
+    device.timer = setTimeout(() => {
+      publishSample(device, sensor)
+      device.timer = setInterval(() => publishSample(device, sensor), spec.intervalMs)
+    }, offsetMs)
+  }
+
+  /** Stops the device's timers, lets an outage's disconnect or reconnect finish, then closes. */
+  const stopDevice = async (device: Device): Promise<void> => {
+    if (device.timer) {
+      clearTimeout(device.timer)
+      clearInterval(device.timer)
+      device.timer = null
+    }
+    if (device.outageTimer) {
+      clearTimeout(device.outageTimer)
+      device.outageTimer = null
+    }
+    await device.transition
+    await closeClient(device)
   }
 
   return {
@@ -272,6 +364,7 @@ export function createFleet(options: FleetOptions, log: Logger = createSilentLog
           intervalMs: config.intervalMs,
           qos: config.qos,
           form: config.form,
+          withOutages: specs.filter((spec) => spec.outage).length,
         },
         'starting simulated devices',
       )

@@ -1,8 +1,9 @@
 import net, { type AddressInfo } from 'node:net'
-import type { Aedes, ConnectPacket } from 'aedes'
+import type { Aedes, Client, ConnectPacket } from 'aedes'
 import { connectAsync, type MqttClient } from 'mqtt'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createFleet, type Fleet, type FleetOptions } from '../../devices/fleet.ts'
+import { type OutageSchedule, outagePhase } from '../../devices/outage.ts'
 import type { PayloadForm } from '../../devices/payloads.ts'
 import { isIdentifier } from '../../src/contract/index.ts'
 
@@ -136,6 +137,55 @@ function classify({ topic, payload }: Received): Classified {
     return { ok: true, deviceId, form: 'object', metrics }
   }
   return { ok: false, why: `payload ${payload}` }
+}
+
+/** Aedes 1.x sets `_disconnected` on a client that closed with a DISCONNECT packet (cleanly). */
+function sentDisconnect(client: Client): boolean {
+  return (client as unknown as { _disconnected?: boolean })._disconnected === true
+}
+
+interface ConnectionEvent {
+  event: 'connect' | 'disconnect'
+  clean?: boolean
+  ms: number
+}
+
+/** The broker's connects and disconnects of one client id, in order. */
+function watchClient(broker: Aedes, clientId: string): ConnectionEvent[] {
+  const events: ConnectionEvent[] = []
+  broker.on('client', (client) => {
+    if (client.id === clientId) events.push({ event: 'connect', ms: Date.now() })
+  })
+  broker.on('clientDisconnect', (client) => {
+    if (client.id === clientId)
+      events.push({ event: 'disconnect', clean: sentDisconnect(client), ms: Date.now() })
+  })
+  return events
+}
+
+/** Sample times (the `ts` of object-form payloads) of one device's messages. */
+function sampleTimes(messages: Received[], deviceId: string): number[] {
+  return messages
+    .filter((m) => m.topic === `sensors/${deviceId}`)
+    .map((m) => (JSON.parse(m.payload) as { ts: number }).ts)
+}
+
+/**
+ * Sample times inside an outage whatever the device's exact start: the fleet started it between
+ * `fromMs` and `toMs`, and an outage window is down for every start in between when it is down
+ * for both ends and the same outage (windows are shorter than a period).
+ */
+function inOutage(
+  schedule: OutageSchedule,
+  fromMs: number,
+  toMs: number,
+  times: number[],
+): number[] {
+  return times.filter((ts) => {
+    const early = outagePhase(schedule, fromMs, ts)
+    const late = outagePhase(schedule, toMs, ts)
+    return early.down && late.down && early.started === late.started
+  })
 }
 
 describe('device simulator against a real broker', () => {
@@ -286,6 +336,107 @@ describe('device simulator against a real broker', () => {
     )
     expect([...second.connects.keys()].filter((id) => ids.includes(id)).sort()).toEqual(ids)
     expect(after.messages.every((m) => classify(m).ok)).toBe(true)
+  })
+
+  it('a disconnect outage closes the connection cleanly, then reconnects and publishes', async () => {
+    const broker = track(await startBroker(), (b) => b.close())
+    const sub = track(await subscribe(broker.url), (s) => s.client.endAsync())
+    const id = 'flaky-sim-001'
+    const events = watchClient(broker.broker, id)
+    const schedule: OutageSchedule = { everyMs: 400, forMs: 200, mode: 'disconnect' }
+    const fromMs = Date.now()
+    const fleet = fleetOn({
+      url: broker.url,
+      devices: 1,
+      intervalMs: 25,
+      form: 'object',
+      groups: [{ name: 'flaky', count: 1, outage: schedule }],
+    })
+    await fleet.start()
+    const toMs = Date.now()
+    expect(fleet.devices.map((d) => d.id)).toEqual([id])
+
+    // Connected, then a clean disconnect at the first outage, then back, publishing again.
+    await vi.waitFor(
+      () => {
+        expect(events.map((e) => e.event).slice(0, 3)).toEqual(['connect', 'disconnect', 'connect'])
+        const back = events[2]!.ms
+        expect(sampleTimes(sub.messages, id).filter((ts) => ts >= back).length).toBeGreaterThan(2)
+      },
+      { timeout: 5_000, interval: 20 },
+    )
+    const [, disconnected, reconnected] = events
+    expect(disconnected?.clean, 'DISCONNECT sent').toBe(true)
+    // The first outage starts one period after start (no offset) and lasts `for`.
+    expect(disconnected!.ms).toBeGreaterThanOrEqual(fromMs + schedule.everyMs)
+    expect(reconnected!.ms).toBeGreaterThanOrEqual(fromMs + schedule.everyMs + schedule.forMs)
+    const times = sampleTimes(sub.messages, id)
+    expect(times.filter((ts) => ts < disconnected!.ms).length, 'before').toBeGreaterThan(2)
+    expect(inOutage(schedule, fromMs, toMs, times)).toEqual([])
+    expect(fleet.stats().outages).toBeGreaterThanOrEqual(1)
+    expect(fleet.stats().reconnects).toBeGreaterThanOrEqual(1)
+
+    await fleet.stop()
+    const stats = fleet.stats()
+    expect(stats.connected).toBe(0)
+    expect(stats.acked).toBe(stats.published)
+  })
+
+  it('a silent outage publishes nothing for its window while staying connected', async () => {
+    const broker = track(await startBroker(), (b) => b.close())
+    const sub = track(await subscribe(broker.url), (s) => s.client.endAsync())
+    const id = 'stuck-sim-001'
+    const events = watchClient(broker.broker, id)
+    const schedule: OutageSchedule = { everyMs: 400, forMs: 200, mode: 'silent', offsetMs: 150 }
+    const fromMs = Date.now()
+    const fleet = fleetOn({
+      url: broker.url,
+      devices: 1,
+      intervalMs: 25,
+      form: 'object',
+      groups: [{ name: 'stuck', count: 1, outage: schedule }],
+    })
+    await fleet.start()
+    const toMs = Date.now()
+
+    // Two whole outages, each followed by readings again.
+    const secondEndMs = toMs + schedule.offsetMs! + schedule.everyMs + schedule.forMs
+    await vi.waitFor(
+      () => {
+        expect(fleet.stats().outages).toBeGreaterThanOrEqual(2)
+        const after = sampleTimes(sub.messages, id).filter((ts) => ts >= secondEndMs)
+        expect(after.length).toBeGreaterThan(2)
+      },
+      { timeout: 5_000, interval: 20 },
+    )
+    const times = sampleTimes(sub.messages, id)
+    // Readings between the two outages too: the device is silent only in its windows.
+    const between = times.filter(
+      (ts) =>
+        ts >= toMs + schedule.offsetMs! + schedule.forMs &&
+        ts < fromMs + schedule.offsetMs! + schedule.everyMs,
+    )
+    expect(between.length, 'between').toBeGreaterThan(2)
+    expect(inOutage(schedule, fromMs, toMs, times)).toEqual([])
+    // At 25 ms a sample would have come every 25 ms: the windows are the gaps.
+    const gaps = times.slice(1).map((ts, i) => ts - times[i]!)
+    expect(gaps.filter((gap) => gap >= schedule.forMs - 30).length).toBeGreaterThanOrEqual(2)
+
+    // One connection all along.
+    expect(events).toEqual([{ event: 'connect', ms: expect.any(Number) }])
+    expect(fleet.stats()).toMatchObject({ connected: 1, reconnects: 0 })
+
+    await fleet.stop()
+    const stats = fleet.stats()
+    expect(stats.acked).toBe(stats.published)
+    await vi.waitFor(
+      () =>
+        expect(events.map((e) => [e.event, e.clean])).toEqual([
+          ['connect', undefined],
+          ['disconnect', true],
+        ]),
+      { timeout: 5_000 },
+    )
   })
 
   it('stop() disconnects every device cleanly', async () => {

@@ -14,7 +14,7 @@ import { isIdentifier } from '../../../src/contract/index.ts'
 const SHIPPED = new URL('../../../devices/fleet.yaml', import.meta.url)
 
 describe('the shipped fleet file', () => {
-  it('parses, and plans 10 devices with a hotter greenhouse group', async () => {
+  it('parses, and plans 10 devices with a hotter greenhouse group and a flaky one', async () => {
     const parsed = parseFleetFile(await readFile(SHIPPED, 'utf8'), 'devices/fleet.yaml')
     if (!parsed.ok) throw new Error(parsed.problems.join('\n'))
     const devices = planDevices(resolveFleet(parsed.settings))
@@ -22,7 +22,8 @@ describe('the shipped fleet file', () => {
     expect(devices.map((d) => d.id)).toEqual([
       'greenhouse-sim-001',
       'greenhouse-sim-002',
-      ...Array.from({ length: 8 }, (_, i) => `sim-00${i + 1}`),
+      'flaky-sim-001',
+      ...Array.from({ length: 7 }, (_, i) => `sim-00${i + 1}`),
     ])
     const greenhouse = devices[0]!
     expect(greenhouse).toMatchObject({ group: 'greenhouse', form: 'senml', intervalMs: 5_000 })
@@ -31,9 +32,21 @@ describe('the shipped fleet file', () => {
       DEFAULT_SIGNALS.temperature.baseCel,
     )
     expect(greenhouse.signals.temperature.noiseCel).toBe(DEFAULT_SIGNALS.temperature.noiseCel)
-    const plain = devices[2]!
+    expect(greenhouse.outage).toBeNull()
+    const flaky = devices[2]!
+    expect(flaky).toMatchObject({ group: 'flaky', intervalMs: 2_000 })
+    expect(flaky.signals).toEqual(DEFAULT_SIGNALS)
+    // Down for 90 s every 4 min from 1 min after start: longer than a deadman rule's 1m.
+    expect(flaky.outage).toEqual({
+      everyMs: 240_000,
+      forMs: 90_000,
+      mode: 'disconnect',
+      offsetMs: 60_000,
+    })
+    const plain = devices[3]!
     expect(plain.signals).toEqual(DEFAULT_SIGNALS)
     expect(plain.intervalMs).toBe(2_000)
+    expect(devices.filter((d) => d.outage !== null).map((d) => d.id)).toEqual(['flaky-sim-001'])
   })
 })
 
@@ -98,6 +111,66 @@ describe('parseFleetFile', () => {
     ])
   })
 
+  it('reads outage schedules, fleet-wide and per group, `none` opting a group out', () => {
+    const text = [
+      'outage: { every: 5m, for: 90s, mode: silent }',
+      'groups:',
+      '  - name: flaky',
+      '    count: 1',
+      '    outage: { every: 400ms, for: 200ms, mode: disconnect, offset: 0s }',
+      '  - name: steady',
+      '    count: 1',
+      '    outage: none',
+    ].join('\n')
+    expect(parseFleetFile(text, 'f.yaml')).toEqual({
+      ok: true,
+      settings: {
+        outage: { everyMs: 300_000, forMs: 90_000, mode: 'silent' },
+        groups: [
+          {
+            name: 'flaky',
+            count: 1,
+            outage: { everyMs: 400, forMs: 200, mode: 'disconnect', offsetMs: 0 },
+          },
+          { name: 'steady', count: 1, outage: null },
+        ],
+      },
+    })
+  })
+
+  it('reports outage problems naming the key', () => {
+    const text = [
+      'outage: { every: 1m, for: 2m, mode: sleepy, offset: -1s, colour: red }',
+      'groups:',
+      '  - name: a',
+      '    count: 1',
+      '    outage: { every: 1m }',
+      '  - name: b',
+      '    count: 1',
+      '    outage: { every: 90s, for: 90s, mode: silent }',
+      '  - name: c',
+      '    count: 1',
+      '    outage: sometimes',
+      '  - name: d',
+      '    count: 1',
+      '    outage: { every: 0s, for: 1s, mode: silent }',
+    ].join('\n')
+    const parsed = parseFleetFile(text, 'fleet.yaml')
+    expect(parsed.ok).toBe(false)
+    if (parsed.ok) return
+    expect(parsed.problems).toEqual([
+      'fleet.yaml: outage.mode must be one of silent, disconnect, got "sleepy"',
+      'fleet.yaml: outage.offset must be a duration like 30s or 1m (0s: start with an outage), got "-1s"',
+      'fleet.yaml: outage.colour is not a known key (known: every, for, mode, offset)',
+      'fleet.yaml: outage.for must be shorter than outage.every (1m), got "2m"',
+      'fleet.yaml: groups[0].outage.for is required',
+      'fleet.yaml: groups[0].outage.mode is required',
+      'fleet.yaml: groups[1].outage.for must be shorter than groups[1].outage.every (90s), got "90s"',
+      'fleet.yaml: groups[2].outage must be a map like { every: 5m, for: 90s, mode: silent } or none, got "sometimes"',
+      'fleet.yaml: groups[3].outage.every must be a positive duration like 500ms, 2s or 10m, got "0s"',
+    ])
+  })
+
   it('reports YAML syntax errors with the file name', () => {
     const parsed = parseFleetFile('devices: [1, 2', 'broken.yaml')
     expect(parsed.ok).toBe(false)
@@ -118,6 +191,27 @@ describe('planDevices', () => {
     expect(devices[0]?.id).toBe('load-0001')
     expect(devices.slice(0, 4).map((d) => d.form)).toEqual(['metric', 'object', 'senml', 'metric'])
     expect(new Set(devices.map((d) => d.seed)).size).toBe(1_000)
+  })
+
+  it('gives each device its group outage, else the fleet-wide one', () => {
+    const fleetWide = { everyMs: 300_000, forMs: 90_000, mode: 'silent' as const }
+    const own = { everyMs: 400, forMs: 200, mode: 'disconnect' as const }
+    const config = resolveFleet({
+      devices: 4,
+      outage: fleetWide,
+      groups: [
+        { name: 'flaky', count: 1, outage: own },
+        { name: 'steady', count: 1, outage: null },
+        { name: 'plain', count: 1 },
+      ],
+    })
+    expect(planDevices(config).map((d) => [d.id, d.outage])).toEqual([
+      ['flaky-sim-001', own],
+      ['steady-sim-001', null],
+      ['plain-sim-001', fleetWide],
+      ['sim-001', fleetWide],
+    ])
+    expect(planDevices(resolveFleet({ devices: 1 }))[0]?.outage).toBeNull()
   })
 
   it('takes group devices out of the total, groups first', () => {
@@ -149,6 +243,31 @@ describe('resolveFleet and checkFleetConfig', () => {
     expect(config.count).toBeUndefined()
     expect(checkFleetConfig(config)).toEqual([])
     expect(DEFAULT_FLEET.devices).toBe(10)
+  })
+
+  it('checks outage schedules built in code', () => {
+    const config = resolveFleet({
+      outage: { everyMs: 1_000, forMs: 1_000, mode: 'silent' },
+      groups: [
+        {
+          name: 'g',
+          count: 1,
+          outage: { everyMs: 0, forMs: 10, mode: 'off' as never, offsetMs: -5 },
+        },
+      ],
+    })
+    expect(checkFleetConfig(config)).toEqual([
+      'outage.forMs must be less than outage.everyMs (1000), got 1000',
+      'groups[0].outage.everyMs must be a number >= 1, got 0',
+      'groups[0].outage.mode must be one of silent, disconnect, got "off"',
+      'groups[0].outage.offsetMs must be a number >= 0, got -5',
+    ])
+    expect(() =>
+      createFleet({
+        url: 'mqtt://127.0.0.1:1',
+        outage: { everyMs: 100, forMs: 200, mode: 'disconnect' },
+      }),
+    ).toThrow(/outage\.forMs must be less than outage\.everyMs/)
   })
 
   it('createFleet refuses invalid options, naming them', () => {
