@@ -2,9 +2,27 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 
 /** The one JSON shape of every error answer (DESIGN §6). */
 export interface ErrorBody {
-  error: 'bad_request' | 'not_found' | 'internal' | 'store_unavailable'
+  error: ErrorCode
   message: string
   statusCode: number
+  /** Every problem found, where a request can have several (a rule to test); `message` sums up. */
+  errors?: string[]
+}
+
+export type ErrorCode =
+  | 'bad_request'
+  | 'not_found'
+  | 'payload_too_large'
+  | 'unsupported_media_type'
+  | 'internal'
+  | 'store_unavailable'
+  | 'rules_unavailable'
+
+/** Stable codes of the 4xx statuses Fastify raises itself; any other 4xx is a bad request. */
+const CLIENT_ERROR_CODES: Readonly<Record<number, ErrorCode>> = {
+  404: 'not_found',
+  413: 'payload_too_large',
+  415: 'unsupported_media_type',
 }
 
 /** A store query failed: the client gets a 503 without the cause, the log gets the cause. */
@@ -28,9 +46,19 @@ export async function fromStore<T>(operation: string, call: () => Promise<T>): P
 }
 
 export function sendBadRequest(reply: FastifyReply, message: string): FastifyReply {
-  return reply
-    .code(400)
-    .send({ error: 'bad_request', message, statusCode: 400 } satisfies ErrorBody)
+  return sendError(reply, 400, 'bad_request', message)
+}
+
+export function sendError(
+  reply: FastifyReply,
+  statusCode: number,
+  error: ErrorCode,
+  message: string,
+  errors?: string[],
+): FastifyReply {
+  const body: ErrorBody = { error, message, statusCode }
+  if (errors !== undefined) body.errors = errors
+  return reply.code(statusCode).send(body)
 }
 
 const MAX_PATH_ECHO = 200
@@ -70,19 +98,14 @@ export function errorHandler(
     const message =
       error instanceof Error ? error.message.slice(0, MAX_MESSAGE_CHARS) : 'bad request'
     request.log.debug({ err: error }, 'client error')
-    const body: ErrorBody = {
-      error: statusCode === 404 ? 'not_found' : 'bad_request',
-      message,
-      statusCode,
-    }
-    return reply.code(statusCode).send(body)
+    return sendError(reply, statusCode, CLIENT_ERROR_CODES[statusCode] ?? 'bad_request', message)
   }
   request.log.error({ err: error }, 'request failed')
   const body: ErrorBody = { error: 'internal', message: 'internal server error', statusCode: 500 }
   return reply.code(500).send(body)
 }
 
-function clientErrorStatus(error: unknown): number | null {
+export function clientErrorStatus(error: unknown): number | null {
   if (error === null || typeof error !== 'object' || !('statusCode' in error)) return null
   const { statusCode } = error
   return typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500 ? statusCode : null

@@ -13,12 +13,17 @@ import { registerAlertsRoute } from './routes/alerts.ts'
 import { registerDevicesRoute } from './routes/devices.ts'
 import { registerHealthRoute } from './routes/health.ts'
 import { registerReadingsRoute } from './routes/readings.ts'
+import { type RulesView, registerRulesRoutes } from './routes/rules.ts'
+
+export type { DryRunResult, RulesView, RuleView } from './routes/rules.ts'
 
 export interface HttpServerDeps {
   store: ReadingStore
   log: Logger
   /** The clock `now` and relative times (`-1h`) are read from; tests pin it. */
   now?: () => number
+  /** The loaded rules and a dry run; without it `/api/rules*` answer 503 `rules_unavailable`. */
+  rules?: RulesView
 }
 
 export interface HttpServerOptions {
@@ -60,6 +65,7 @@ export function createHttpServer(
   registerReadingsRoute(app, ctx)
   registerAggregateRoute(app, ctx)
   registerAlertsRoute(app, ctx)
+  registerRulesRoutes(app, deps.rules)
   return app
 }
 

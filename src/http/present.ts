@@ -49,7 +49,9 @@ export function bucketJson(bucket: Bucket): BucketJson {
 
 export function alertJson(alert: Alert): AlertJson {
   return {
+    id: alert.id,
     ruleId: alert.ruleId,
+    kind: alert.kind,
     deviceId: alert.deviceId,
     metric: alert.metric,
     severity: alert.severity,
@@ -61,5 +63,6 @@ export function alertJson(alert: Alert): AlertJson {
     ts: alert.ts,
     time: isoTime(alert.ts),
     message: alert.message,
+    flapping: alert.flapping,
   }
 }

@@ -1,5 +1,5 @@
 import { IDENTIFIER_PATTERN, isIdentifier } from '../contract/identifiers.ts'
-import type { AlertState } from '../contract/types.ts'
+import { type AlertState, SEVERITIES } from '../contract/types.ts'
 import {
   AGGREGATE_FUNCTIONS,
   type AggregateFunction,
@@ -39,7 +39,7 @@ export type AlertStateFilter = (typeof ALERT_STATE_FILTERS)[number]
 
 const READINGS_PARAMS = ['device', 'metric', 'from', 'to', 'limit', 'order'] as const
 const AGGREGATE_PARAMS = ['device', 'metric', 'from', 'to', 'every', 'fn'] as const
-const ALERTS_PARAMS = ['state', 'device', 'rule', 'from', 'to', 'limit'] as const
+const ALERTS_PARAMS = ['state', 'device', 'rule', 'severity', 'from', 'to', 'limit'] as const
 const ORDERS = ['asc', 'desc'] as const
 
 /** Steps a human reads on a time axis; the default `every` is the first one giving <= 500 buckets. */
@@ -131,8 +131,12 @@ export function parseAggregateQuery(query: RawQuery, nowMs: number): Parsed<Aggr
 }
 
 /**
- * Alert history is unbounded in time unless `from`/`to` are given: an alert that fired yesterday
- * and is still firing must not disappear behind a default window.
+ * `state=firing` and `state=resolved` ask for alerts whose *current* state (their latest
+ * transition) is that one: "what is firing now", not "what has ever fired". `state=all`, or no
+ * `state`, is the whole transition history. The other filters apply to the transitions chosen.
+ *
+ * Alerts are unbounded in time unless `from`/`to` are given: an alert that fired yesterday and is
+ * still firing must not disappear behind a default window.
  */
 export function parseAlertsQuery(query: RawQuery, nowMs: number): Parsed<AlertsParams> {
   const params = collect(query, ALERTS_PARAMS)
@@ -145,6 +149,8 @@ export function parseAlertsQuery(query: RawQuery, nowMs: number): Parsed<AlertsP
   if (!device.ok) return device
   const rule = optional(get, 'rule', parseIdentifier)
   if (!rule.ok) return rule
+  const severity = optional(get, 'severity', (name, raw) => parseOneOf(name, raw, SEVERITIES))
+  if (!severity.ok) return severity
   const from = optional(get, 'from', (name, raw) => parseTime(name, raw, nowMs))
   if (!from.ok) return from
   const to = optional(get, 'to', (name, raw) => parseTime(name, raw, nowMs))
@@ -157,9 +163,13 @@ export function parseAlertsQuery(query: RawQuery, nowMs: number): Parsed<AlertsP
   if (!limit.ok) return limit
 
   const value: AlertsParams = { limit: limit.value ?? DEFAULT_LIMIT }
-  if (state.value !== undefined && state.value !== 'all') value.state = state.value as AlertState
+  if (state.value !== undefined && state.value !== 'all') {
+    value.current = true
+    value.state = state.value satisfies AlertState
+  }
   if (device.value !== undefined) value.deviceId = device.value
   if (rule.value !== undefined) value.ruleId = rule.value
+  if (severity.value !== undefined) value.severity = severity.value
   if (from.value !== undefined) value.fromMs = from.value
   if (to.value !== undefined) value.toMs = to.value
   return { ok: true, value }

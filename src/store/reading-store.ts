@@ -1,4 +1,4 @@
-import type { Alert, AlertState, Reading } from '../contract/types.ts'
+import type { Alert, AlertState, Reading, Severity } from '../contract/types.ts'
 
 export const AGGREGATE_FUNCTIONS = ['mean', 'min', 'max', 'count', 'last'] as const
 export type AggregateFunction = (typeof AGGREGATE_FUNCTIONS)[number]
@@ -36,11 +36,21 @@ export interface Bucket {
 export interface LatestReading extends Reading {}
 
 export interface AlertQuery {
-  /** 'all' when absent. */
+  /**
+   * false or absent: the whole transition history. true: only the latest transition of each
+   * (ruleId, deviceId), i.e. every alert's current state, as `latestAlerts()` returns it; the
+   * other filters then apply to that latest transition (`state: 'firing'` means "firing now",
+   * not "has fired").
+   */
+  current?: boolean
+  /** Both states when absent. */
   state?: AlertState
   deviceId?: string
   ruleId?: string
+  severity?: Severity
+  /** Inclusive, epoch ms, on the transition's `ts`. */
   fromMs?: number
+  /** Exclusive, epoch ms, on the transition's `ts`. */
   toMs?: number
   limit: number
 }
@@ -59,7 +69,14 @@ export interface ReadingStore {
   aggregate(query: AggregateQuery): Promise<Bucket[]>
   /** The newest reading per (device, metric), optionally for one device. */
   latest(deviceId?: string): Promise<LatestReading[]>
-  /** Alert transitions, newest first. */
+  /** Alert transitions (or current alerts with `current: true`), newest first (by `ts`). */
   queryAlerts(query: AlertQuery): Promise<Alert[]>
+  /**
+   * The latest transition of every (ruleId, deviceId) that has one, newest first: what the rule
+   * engine restores at start-up and the gateway re-publishes retained. "Latest" is the greatest
+   * `ts`; a transition written later with an older `ts` does not replace it. Cost grows with the
+   * number of keys, not with the history.
+   */
+  latestAlerts(): Promise<Alert[]>
   close(): Promise<void>
 }

@@ -1,7 +1,13 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
-import type { Alert, AlertState, Reading, Severity } from '../contract/types.ts'
+import {
+  type Alert,
+  type AlertState,
+  alertId,
+  type Reading,
+  type Severity,
+} from '../contract/types.ts'
 import { ERROR_CODES, GatewayError } from '../errors.ts'
 import type { Logger } from '../telemetry/logger.ts'
 import type {
@@ -33,15 +39,21 @@ export interface SqliteStore extends ReadingStore {
   pruneExpired(nowMs?: number): Promise<number>
 }
 
-/** Bumped on any schema change; a file written by a newer gateway is refused, not misread. */
-const SCHEMA_VERSION = 1
-
 const HOUR_MS = 60 * 60_000
 /** Rows deleted per statement and work per slice while pruning, so each slice stays short. */
 const PRUNE_CHUNK_ROWS = 10_000
 const PRUNE_SLICE_MS = 10
 
-const SCHEMA = `
+/**
+ * The schema as ordered migrations: MIGRATIONS[i] takes a file from user_version i to i + 1.
+ * A new file runs them all, an older file the ones it lacks, each in one transaction with its
+ * version bump, so every file ends with the same schema whatever version it started from and a
+ * failed upgrade leaves the file as it was. Files written by earlier gateways exist on users'
+ * machines: a migration is never edited once released, a change is a new entry.
+ */
+const MIGRATIONS: readonly string[] = [
+  // 0 -> 1: readings, latest, alert history.
+  `
   -- Identity is (device, metric, ts) (DESIGN §3). WITHOUT ROWID stores rows in primary-key
   -- order: a range query on one series is one B-tree seek plus a sequential read, and the
   -- table is its own (device, metric, ts) index.
@@ -87,7 +99,43 @@ const SCHEMA = `
   );
   CREATE INDEX IF NOT EXISTS alerts_device_rule_ts ON alerts (device, rule, ts);
   CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts);
-`
+  `,
+  // 1 -> 2: the alert's id, kind and flapping flag, and the current transition of every key.
+  // Transitions written before version 2 came from threshold rules, never flagged flapping.
+  // alert_id, not id: id is the history row's own key (insertion order).
+  `
+  ALTER TABLE alerts ADD COLUMN alert_id TEXT NOT NULL DEFAULT '';
+  ALTER TABLE alerts ADD COLUMN kind TEXT NOT NULL DEFAULT 'threshold';
+  ALTER TABLE alerts ADD COLUMN flapping INTEGER NOT NULL DEFAULT 0;
+  UPDATE alerts SET alert_id = rule || ':' || device;
+
+  -- The latest transition (greatest ts, then latest written) of each (rule, device), kept in
+  -- the same transaction as the history. Current-state queries (latestAlerts, state=firing)
+  -- read one row per key and look the transition up by its rowid; a query-time "newest row
+  -- per group" over alerts would read the whole history on every call.
+  CREATE TABLE alert_current (
+    rule TEXT NOT NULL,
+    device TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    transition INTEGER NOT NULL,
+    PRIMARY KEY (rule, device)
+  ) WITHOUT ROWID;
+  INSERT INTO alert_current (rule, device, ts, transition)
+    SELECT k.rule, k.device, t.ts, t.id
+    FROM (SELECT DISTINCT rule, device FROM alerts) AS k
+    JOIN alerts AS t ON t.id = (
+      SELECT id FROM alerts
+      WHERE device = k.device AND rule = k.rule
+      ORDER BY ts DESC, id DESC LIMIT 1
+    );
+  `,
+]
+
+/** Stored as the kind of an alert that arrived without one. */
+const UNKNOWN_KIND = 'unknown'
+
+/** Bumped by adding a migration; a file written by a newer gateway is refused, not misread. */
+const SCHEMA_VERSION = MIGRATIONS.length
 
 interface ReadingRow {
   device: string
@@ -104,7 +152,9 @@ interface BucketRow {
 }
 
 interface AlertRow {
+  alert_id: string
   rule: string
+  kind: string
   device: string
   metric: string
   severity: string
@@ -114,6 +164,7 @@ interface AlertRow {
   since: number
   ts: number
   message: string
+  flapping: number
 }
 
 type ReadingParams = {
@@ -139,7 +190,27 @@ const AGGREGATE_SELECT: Record<AggregateFunction, string> = {
   last: 'value, max(ts) AS lastTs',
 }
 
-const ALERT_COLUMNS = 'rule, device, metric, severity, state, value, threshold, since, ts, message'
+const ALERT_COLUMNS =
+  'alert_id, rule, kind, device, metric, severity, state, value, threshold, since, ts, message, flapping'
+/** The same columns of `alerts` in a join with alert_current. */
+const CURRENT_ALERT_COLUMNS = ALERT_COLUMNS.replace(/\w+/g, 'alerts.$&')
+/** Filters of queryAlerts, in the order they appear in a statement's WHERE (cache key). */
+const ALERT_FILTERS = [
+  ['state', 'state = @state'],
+  ['deviceId', 'device = @device'],
+  ['ruleId', 'rule = @rule'],
+  ['severity', 'severity = @severity'],
+  ['fromMs', 'ts >= @from'],
+  ['toMs', 'ts < @to'],
+] as const satisfies ReadonlyArray<readonly [keyof AlertQuery, string]>
+const ALERT_PARAM_NAMES: Record<(typeof ALERT_FILTERS)[number][0], string> = {
+  state: 'state',
+  deviceId: 'device',
+  ruleId: 'rule',
+  severity: 'severity',
+  fromMs: 'from',
+  toMs: 'to',
+}
 
 export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
   const { file, retentionMs } = options
@@ -162,7 +233,22 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
   )
   const insertAlert = db.prepare<Record<string, unknown>>(
     `INSERT INTO alerts (${ALERT_COLUMNS})
-     VALUES (@rule, @device, @metric, @severity, @state, @value, @threshold, @since, @ts, @message)`,
+     VALUES (@alertId, @rule, @kind, @device, @metric, @severity, @state, @value, @threshold,
+             @since, @ts, @message, @flapping)`,
+  )
+  // `>=` so of two transitions with the same ts the one written later is current, as in the
+  // history's order (ts DESC, id DESC); an older ts arriving late never becomes current.
+  const upsertCurrentAlert = db.prepare<Record<string, unknown>>(
+    `INSERT INTO alert_current (rule, device, ts, transition) VALUES (@rule, @device, @ts, @transition)
+     ON CONFLICT (rule, device) DO UPDATE SET ts = excluded.ts, transition = excluded.transition
+     WHERE excluded.ts >= alert_current.ts`,
+  )
+  // CROSS JOIN keeps alert_current as the outer loop (SQLite never reorders it): one row per
+  // key, then one rowid lookup each, whatever indexes the history has.
+  const currentAlerts = 'alert_current AS c CROSS JOIN alerts ON alerts.id = c.transition'
+  const latestAlertsStatement = db.prepare<[], AlertRow>(
+    `SELECT ${CURRENT_ALERT_COLUMNS} FROM ${currentAlerts}
+     ORDER BY alerts.ts DESC, alerts.id DESC`,
   )
 
   const rangeSelect = 'SELECT device, metric, ts, value, unit FROM readings'
@@ -216,9 +302,32 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
   const deleteExpiredLatest = db.prepare<Record<string, unknown>>(
     'DELETE FROM latest WHERE device = @device AND metric = @metric AND ts < @cutoff',
   )
-  // queryAlerts has 32 filter combinations; each shape is prepared on first use, then reused,
+  // queryAlerts has 128 filter combinations; each shape is prepared on first use, then reused,
   // so every shape gets its own plan (a catch-all `? IS NULL OR ...` would defeat the indexes).
   const alertStatements = new Map<string, Database.Statement<[Record<string, unknown>], AlertRow>>()
+
+  function alertStatement(
+    query: AlertQuery,
+  ): Database.Statement<[Record<string, unknown>], AlertRow> {
+    const current = query.current === true
+    // In the join, rule and device filter alert_current (a seek on its key), the rest the
+    // transition.
+    const filters = ALERT_FILTERS.filter(([key]) => query[key] !== undefined).map(([key, sql]) =>
+      !current ? sql : key === 'deviceId' || key === 'ruleId' ? `c.${sql}` : `alerts.${sql}`,
+    )
+    const where = filters.length > 0 ? `WHERE ${filters.join(' AND ')}` : ''
+    const cacheKey = `${current ? 'current' : 'history'} ${where}`
+    let statement = alertStatements.get(cacheKey)
+    if (statement === undefined) {
+      const sql = current
+        ? `SELECT ${CURRENT_ALERT_COLUMNS} FROM ${currentAlerts}
+           ${where} ORDER BY alerts.ts DESC, alerts.id DESC LIMIT @limit`
+        : `SELECT ${ALERT_COLUMNS} FROM alerts ${where} ORDER BY ts DESC, id DESC LIMIT @limit`
+      statement = db.prepare<Record<string, unknown>, AlertRow>(sql)
+      alertStatements.set(cacheKey, statement)
+    }
+    return statement
+  }
 
   const writeReadingsTx = db.transaction((readings: readonly Reading[]) => {
     // latest gets one upsert per series per batch, not one per reading: under load a batch
@@ -242,8 +351,13 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
 
   const writeAlertsTx = db.transaction((alerts: readonly Alert[]) => {
     for (const a of alerts) {
-      insertAlert.run({
+      const { lastInsertRowid } = insertAlert.run({
+        // The fields added in schema 2 are typed as required, but a batch that fails is retried
+        // forever and holds up the writer: an alert built without them (an engine or custom kind
+        // from before they existed) is stored with what they mean, not refused.
+        alertId: typeof a.id === 'string' ? a.id : alertId(a.ruleId, a.deviceId),
         rule: a.ruleId,
+        kind: typeof a.kind === 'string' ? a.kind : UNKNOWN_KIND,
         device: a.deviceId,
         metric: a.metric,
         severity: a.severity,
@@ -253,6 +367,13 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
         since: a.since,
         ts: a.ts,
         message: a.message,
+        flapping: a.flapping ? 1 : 0,
+      })
+      upsertCurrentAlert.run({
+        rule: a.ruleId,
+        device: a.deviceId,
+        ts: a.ts,
+        transition: lastInsertRowid,
       })
     }
   })
@@ -378,27 +499,16 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
 
     async queryAlerts(query: AlertQuery) {
       assertOpen()
-      const filters: string[] = []
-      if (query.state !== undefined) filters.push('state = @state')
-      if (query.deviceId !== undefined) filters.push('device = @device')
-      if (query.ruleId !== undefined) filters.push('rule = @rule')
-      if (query.fromMs !== undefined) filters.push('ts >= @from')
-      if (query.toMs !== undefined) filters.push('ts < @to')
-      const where = filters.length > 0 ? `WHERE ${filters.join(' AND ')}` : ''
-      let statement = alertStatements.get(where)
-      if (statement === undefined) {
-        statement = db.prepare<Record<string, unknown>, AlertRow>(
-          `SELECT ${ALERT_COLUMNS} FROM alerts ${where} ORDER BY ts DESC, id DESC LIMIT @limit`,
-        )
-        alertStatements.set(where, statement)
-      }
       const params: Record<string, unknown> = { limit: query.limit }
-      if (query.state !== undefined) params.state = query.state
-      if (query.deviceId !== undefined) params.device = query.deviceId
-      if (query.ruleId !== undefined) params.rule = query.ruleId
-      if (query.fromMs !== undefined) params.from = query.fromMs
-      if (query.toMs !== undefined) params.to = query.toMs
-      return statement.all(params).map(toAlert)
+      for (const [key] of ALERT_FILTERS) {
+        if (query[key] !== undefined) params[ALERT_PARAM_NAMES[key]] = query[key]
+      }
+      return alertStatement(query).all(params).map(toAlert)
+    },
+
+    async latestAlerts() {
+      assertOpen()
+      return latestAlertsStatement.all().map(toAlert)
     },
 
     pruneExpired,
@@ -438,8 +548,7 @@ function openDatabase(file: string): Database.Database {
         `schema version ${version} is newer than this gateway supports (${SCHEMA_VERSION})`,
       )
     }
-    db.exec(SCHEMA)
-    if (version < SCHEMA_VERSION) db.pragma(`user_version = ${SCHEMA_VERSION}`)
+    migrate(db, version)
     return db
   } catch (err) {
     db?.close()
@@ -447,6 +556,24 @@ function openDatabase(file: string): Database.Database {
     throw new GatewayError(ERROR_CODES.store, `cannot open SQLite store ${file}: ${message}`, {
       cause: err,
     })
+  }
+}
+
+/** Runs the migrations a file at `version` lacks, one transaction per version step. */
+function migrate(db: Database.Database, version: number): void {
+  for (let from = version; from < SCHEMA_VERSION; from++) {
+    const step = db.transaction(() => {
+      db.exec(MIGRATIONS[from] as string)
+      db.pragma(`user_version = ${from + 1}`)
+    })
+    try {
+      step()
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err)
+      throw new Error(`schema migration from version ${from} to ${from + 1} failed: ${message}`, {
+        cause: err,
+      })
+    }
   }
 }
 
@@ -463,7 +590,9 @@ function toReading(row: ReadingRow): Reading {
 
 function toAlert(row: AlertRow): Alert {
   return {
+    id: row.alert_id,
     ruleId: row.rule,
+    kind: row.kind,
     deviceId: row.device,
     metric: row.metric,
     severity: row.severity as Severity,
@@ -473,5 +602,6 @@ function toAlert(row: AlertRow): Alert {
     since: row.since,
     ts: row.ts,
     message: row.message,
+    flapping: row.flapping !== 0,
   }
 }

@@ -1,8 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { Alert, Reading } from '../../src/contract/types.ts'
+import { type Alert, alertId, type Reading } from '../../src/contract/types.ts'
 import type {
   AggregateFunction,
   AggregateQuery,
+  AlertQuery,
   Bucket,
   ReadingStore,
 } from '../../src/store/reading-store.ts'
@@ -37,6 +38,8 @@ export function describeReadingStoreContract(
 
   function alert(overrides: Partial<Alert> & Pick<Alert, 'ruleId' | 'deviceId' | 'ts'>): Alert {
     return {
+      id: alertId(overrides.ruleId, overrides.deviceId),
+      kind: 'threshold',
       metric: 'temperature',
       severity: 'major',
       state: 'firing',
@@ -44,6 +47,7 @@ export function describeReadingStoreContract(
       threshold: 30,
       since: overrides.ts,
       message: `${overrides.ruleId} on ${overrides.deviceId}`,
+      flapping: false,
       ...overrides,
     }
   }
@@ -197,6 +201,8 @@ export function describeReadingStoreContract(
       await store.writeAlerts([])
       expect(await store.latest()).toEqual([])
       expect(await store.queryAlerts({ limit: 10 })).toEqual([])
+      expect(await store.queryAlerts({ current: true, limit: 10 })).toEqual([])
+      expect(await store.latestAlerts()).toEqual([])
     })
 
     describe('aggregate', () => {
@@ -348,19 +354,32 @@ export function describeReadingStoreContract(
       })
       const a4 = alert({ ruleId: 'hot', deviceId: 'b', ts: T0 + 4000, severity: 'critical' })
       const a5 = alert({ ruleId: 'hot', deviceId: 'a', ts: T0 + 9000, since: T0 + 8000 })
+      // Another kind, flagged flapping: every field of the contract round-trips.
+      const a6 = alert({
+        ruleId: 'rising',
+        kind: 'rate',
+        deviceId: 'b',
+        metric: 'pressure',
+        ts: T0 + 2000,
+        severity: 'info',
+        state: 'resolved',
+        flapping: true,
+      })
 
       beforeEach(async () => {
         await store.writeAlerts([a1, a3, a5])
-        await store.writeAlerts([a2, a4])
+        await store.writeAlerts([a2, a4, a6])
       })
 
       it('returns every transition newest first, all fields intact', async () => {
-        expect(await store.queryAlerts({ limit: 100 })).toEqual([a5, a2, a4, a3, a1])
+        expect(await store.queryAlerts({ limit: 100 })).toEqual([a5, a2, a4, a3, a6, a1])
+        const [rising] = await store.queryAlerts({ ruleId: 'rising', limit: 1 })
+        expect(rising).toMatchObject({ id: 'rising:b', kind: 'rate', flapping: true })
       })
 
-      it('filters by state, device and rule', async () => {
+      it('filters by state, device, rule and severity', async () => {
         expect(await store.queryAlerts({ state: 'firing', limit: 100 })).toEqual([a5, a4, a3, a1])
-        expect(await store.queryAlerts({ state: 'resolved', limit: 100 })).toEqual([a2])
+        expect(await store.queryAlerts({ state: 'resolved', limit: 100 })).toEqual([a2, a6])
         expect(await store.queryAlerts({ deviceId: 'a', limit: 100 })).toEqual([a5, a2, a3, a1])
         expect(await store.queryAlerts({ ruleId: 'hot', limit: 100 })).toEqual([a5, a2, a4, a1])
         expect(await store.queryAlerts({ deviceId: 'a', ruleId: 'hot', limit: 100 })).toEqual([
@@ -371,6 +390,12 @@ export function describeReadingStoreContract(
         expect(
           await store.queryAlerts({ deviceId: 'b', ruleId: 'hot', state: 'resolved', limit: 100 }),
         ).toEqual([])
+        expect(await store.queryAlerts({ severity: 'major', limit: 100 })).toEqual([a5, a2, a1])
+        expect(await store.queryAlerts({ severity: 'critical', limit: 100 })).toEqual([a4])
+        expect(
+          await store.queryAlerts({ severity: 'major', state: 'resolved', limit: 100 }),
+        ).toEqual([a2])
+        expect(await store.queryAlerts({ severity: 'minor', limit: 100 })).toEqual([])
       })
 
       it('filters by time with fromMs inclusive and toMs exclusive, and applies limit', async () => {
@@ -378,8 +403,71 @@ export function describeReadingStoreContract(
           [a4, a3],
         )
         expect(await store.queryAlerts({ fromMs: T0 + 5000, limit: 100 })).toEqual([a5, a2])
-        expect(await store.queryAlerts({ toMs: T0 + 3000, limit: 100 })).toEqual([a1])
+        expect(await store.queryAlerts({ toMs: T0 + 3000, limit: 100 })).toEqual([a6, a1])
         expect(await store.queryAlerts({ limit: 2 })).toEqual([a5, a2])
+      })
+
+      it('latestAlerts returns the latest transition of every (ruleId, deviceId), newest first', async () => {
+        // hot/a and hot/b share the rule and are two keys; hot/a's a1 and a2 are history.
+        expect(await store.latestAlerts()).toEqual([a5, a4, a3, a6])
+      })
+
+      it('latestAlerts goes by ts: a transition written late with an older ts does not replace it', async () => {
+        const late = alert({ ruleId: 'hot', deviceId: 'a', ts: T0 + 7000, state: 'resolved' })
+        const newer = alert({ ruleId: 'cold', deviceId: 'a', ts: T0 + 9500, state: 'resolved' })
+        await store.writeAlerts([late, newer])
+        expect(await store.latestAlerts()).toEqual([newer, a5, a4, a6])
+        // The history keeps every transition all the same.
+        expect(await store.queryAlerts({ deviceId: 'a', ruleId: 'hot', limit: 100 })).toEqual([
+          a5,
+          late,
+          a2,
+          a1,
+        ])
+      })
+
+      describe('current: true', () => {
+        it('considers only the latest transition of each key', async () => {
+          expect(await store.queryAlerts({ current: true, limit: 100 })).toEqual([a5, a4, a3, a6])
+          expect(await store.queryAlerts({ current: false, limit: 100 })).toHaveLength(6)
+        })
+
+        it('state filters on the current state, not on past transitions', async () => {
+          expect(await store.queryAlerts({ current: true, state: 'firing', limit: 100 })).toEqual([
+            a5,
+            a4,
+            a3,
+          ])
+          expect(await store.queryAlerts({ current: true, state: 'resolved', limit: 100 })).toEqual(
+            [a6],
+          )
+          // hot/a resolved at a2 but fired again at a5: it is not currently resolved.
+          expect(
+            await store.queryAlerts({
+              current: true,
+              ruleId: 'hot',
+              deviceId: 'a',
+              state: 'resolved',
+              limit: 100,
+            }),
+          ).toEqual([])
+        })
+
+        it('applies device, rule, severity, time and limit to the current transitions', async () => {
+          const current = (q: Omit<AlertQuery, 'current'>) =>
+            store.queryAlerts({ ...q, current: true })
+          expect(await current({ deviceId: 'a', limit: 100 })).toEqual([a5, a3])
+          expect(await current({ ruleId: 'hot', limit: 100 })).toEqual([a5, a4])
+          expect(await current({ severity: 'critical', limit: 100 })).toEqual([a4])
+          expect(await current({ severity: 'warning', state: 'firing', limit: 100 })).toEqual([a3])
+          // The range applies to the current transition's ts: hot/a's earlier ones do not count.
+          expect(await current({ fromMs: T0 + 3000, toMs: T0 + 5000, limit: 100 })).toEqual([
+            a4,
+            a3,
+          ])
+          expect(await current({ toMs: T0 + 2000, limit: 100 })).toEqual([])
+          expect(await current({ limit: 2 })).toEqual([a5, a4])
+        })
       })
     })
 

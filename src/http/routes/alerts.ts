@@ -4,7 +4,10 @@ import { alertJson } from '../present.ts'
 import { parseAlertsQuery } from '../query-params.ts'
 import type { RouteContext } from './route-context.ts'
 
-/** `GET /api/alerts`: alert transitions (firing, resolved), newest first. */
+/**
+ * `GET /api/alerts`: newest first. `state=firing|resolved` lists alerts whose current state is
+ * that one (one entry per rule and device); `state=all`, the default, the transition history.
+ */
 export function registerAlertsRoute(app: FastifyInstance, ctx: RouteContext): void {
   app.get('/api/alerts', async (request, reply) => {
     const parsed = parseAlertsQuery(request.query, ctx.now())

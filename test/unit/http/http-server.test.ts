@@ -30,7 +30,9 @@ const READINGS: Reading[] = [
 ]
 
 const TEMP_FIRING: Alert = {
+  id: 'temp-high:gh-1',
   ruleId: 'temp-high',
+  kind: 'threshold',
   deviceId: 'gh-1',
   metric: 'temperature',
   severity: 'critical',
@@ -40,6 +42,7 @@ const TEMP_FIRING: Alert = {
   since: NOW - 30 * MIN,
   ts: NOW - 30 * MIN,
   message: 'temperature above 22',
+  flapping: false,
 }
 const TEMP_RESOLVED: Alert = {
   ...TEMP_FIRING,
@@ -50,7 +53,9 @@ const TEMP_RESOLVED: Alert = {
   message: 'temperature back below 22',
 }
 const HUMIDITY_FIRING: Alert = {
+  id: 'humidity-low:gh-2',
   ruleId: 'humidity-low',
+  kind: 'threshold',
   deviceId: 'gh-2',
   metric: 'humidity',
   severity: 'warning',
@@ -60,6 +65,7 @@ const HUMIDITY_FIRING: Alert = {
   since: NOW - 48 * HOUR,
   ts: NOW - 48 * HOUR,
   message: 'humidity below 25',
+  flapping: false,
 }
 
 function alertJson(alert: Alert) {
@@ -280,13 +286,46 @@ describe('GET /api/alerts', () => {
     })
   })
 
+  it('presents id, kind and flapping with the ISO twins of since and ts', async () => {
+    const { body } = await getJson('/api/alerts?limit=1')
+    expect(body).toEqual({
+      alerts: [
+        {
+          id: 'temp-high:gh-1',
+          ruleId: 'temp-high',
+          kind: 'threshold',
+          deviceId: 'gh-1',
+          metric: 'temperature',
+          severity: 'critical',
+          state: 'resolved',
+          value: 21.4,
+          threshold: 22,
+          since: NOW - 5 * MIN,
+          sinceTime: '2026-11-26T09:55:00.000Z',
+          ts: NOW - 5 * MIN,
+          time: '2026-11-26T09:55:00.000Z',
+          message: 'temperature back below 22',
+          flapping: false,
+        },
+      ],
+    })
+  })
+
   it.each([
     ['state=all', [TEMP_RESOLVED, TEMP_FIRING, HUMIDITY_FIRING]],
-    ['state=firing', [TEMP_FIRING, HUMIDITY_FIRING]],
+    // Current state: temp-high on gh-1 fired, then resolved, so it is not firing now.
+    ['state=firing', [HUMIDITY_FIRING]],
     ['state=resolved', [TEMP_RESOLVED]],
     ['device=gh-2', [HUMIDITY_FIRING]],
-    ['rule=temp-high&state=firing', [TEMP_FIRING]],
+    ['rule=temp-high&state=firing', []],
+    ['rule=temp-high&state=resolved', [TEMP_RESOLVED]],
+    ['rule=temp-high&state=all', [TEMP_RESOLVED, TEMP_FIRING]],
+    ['severity=critical', [TEMP_RESOLVED, TEMP_FIRING]],
+    ['severity=warning&state=firing', [HUMIDITY_FIRING]],
+    ['severity=critical&state=firing', []],
+    ['severity=info', []],
     ['from=-1h', [TEMP_RESOLVED, TEMP_FIRING]],
+    ['from=-1h&state=firing', []],
     ['to=-30m', [HUMIDITY_FIRING]],
     ['limit=1', [TEMP_RESOLVED]],
   ])('%s', async (query, alerts) => {
@@ -294,6 +333,74 @@ describe('GET /api/alerts', () => {
       statusCode: 200,
       body: { alerts: alerts.map(alertJson) },
     })
+  })
+})
+
+describe('GET /api/alerts current state', () => {
+  // co2-high on gh-3 fired, resolved and fired again; temp-high on gh-3 fired and resolved.
+  const co2 = (state: Alert['state'], minutesAgo: number): Alert => ({
+    ...HUMIDITY_FIRING,
+    id: 'co2-high:gh-3',
+    ruleId: 'co2-high',
+    deviceId: 'gh-3',
+    metric: 'co2',
+    severity: 'major',
+    state,
+    since: NOW - minutesAgo * MIN,
+    ts: NOW - minutesAgo * MIN,
+  })
+  const temp = (state: Alert['state'], minutesAgo: number): Alert => ({
+    ...co2(state, minutesAgo),
+    id: 'temp-high:gh-3',
+    ruleId: 'temp-high',
+    metric: 'temperature',
+    severity: 'critical',
+  })
+  const history = [
+    co2('firing', 20),
+    co2('resolved', 15),
+    temp('firing', 12),
+    temp('resolved', 11),
+    co2('firing', 10),
+  ]
+  let currentDir: TempDir
+  let currentStore: ReadingStore
+  let server: FastifyInstance
+
+  beforeAll(async () => {
+    currentDir = await createTempDir('http-current-')
+    currentStore = createSqliteStore({ file: join(currentDir.path, 'current.db') })
+    await currentStore.writeAlerts(history)
+    server = createHttpServer({ store: currentStore, log: createSilentLogger(), now: () => NOW })
+  })
+
+  afterAll(async () => {
+    await server?.close()
+    await currentStore?.close()
+    await currentDir?.remove()
+  })
+
+  async function alertsOf(query: string): Promise<unknown> {
+    const response = await server.inject(`/api/alerts?${query}`)
+    expect(response.statusCode).toBe(200)
+    return response.json()
+  }
+
+  it.each([
+    // Firing now: co2-high once, as of its latest transition; its first firing is history.
+    ['state=firing', [co2('firing', 10)]],
+    ['state=resolved', [temp('resolved', 11)]],
+    ['state=all', [...history].reverse()],
+    ['', [...history].reverse()],
+    ['state=firing&severity=major', [co2('firing', 10)]],
+    ['state=firing&severity=critical', []],
+    ['state=resolved&rule=co2-high', []],
+    ['state=firing&device=gh-3&rule=co2-high', [co2('firing', 10)]],
+    ['state=firing&from=-11m', [co2('firing', 10)]],
+    ['state=firing&to=-11m', []],
+    ['severity=major', [co2('firing', 10), co2('resolved', 15), co2('firing', 20)]],
+  ])('%s', async (query, alerts) => {
+    expect(await alertsOf(query)).toEqual({ alerts: alerts.map(alertJson) })
   })
 })
 
@@ -361,6 +468,16 @@ describe('bad requests', () => {
     ['/api/alerts?device=*', 'device', `query parameter "device": ${id}, got "*"`],
     ['/api/alerts?from=today', 'from', `query parameter "from": ${time}, got "today"`],
     [
+      '/api/alerts?severity=fatal',
+      'severity',
+      'query parameter "severity": expected one of critical, major, minor, warning, info, got "fatal"',
+    ],
+    [
+      '/api/alerts?severity=critical&severity=major',
+      'severity',
+      'query parameter "severity": given 2 times, expected at most once',
+    ],
+    [
       '/api/alerts?limit=99999',
       'limit',
       'query parameter "limit": expected an integer from 1 to 10000, got "99999"',
@@ -382,8 +499,8 @@ describe('bad requests', () => {
       'unknown query parameters "func", "step" (allowed: device, metric, from, to, every, fn)',
     ],
     [
-      '/api/alerts?severity=critical',
-      'unknown query parameter "severity" (allowed: state, device, rule, from, to, limit)',
+      '/api/alerts?sev=critical',
+      'unknown query parameter "sev" (allowed: state, device, rule, severity, from, to, limit)',
     ],
     ['/api/devices?device=gh-1', 'unknown query parameter "device" (this route takes none)'],
   ])('%s -> 400 naming the unknown parameter', async (url, message) => {
@@ -455,6 +572,7 @@ function withFailingQueries(real: ReadingStore, error: Error): ReadingStore {
       throw error
     },
     queryAlerts: () => Promise.reject(error),
+    latestAlerts: () => Promise.reject(error),
     close: () => real.close(),
   }
 }
@@ -465,6 +583,7 @@ describe('store failures', () => {
     '/api/readings?device=gh-1',
     '/api/readings/aggregate?device=gh-1&metric=temperature',
     '/api/alerts',
+    '/api/alerts?state=firing',
   ])('%s -> 503 without internals, cause logged at warn', async (url) => {
     const { log, lines } = captureLogs('info')
     const error = new Error('SQLITE_IOERR: disk I/O error in /var/secret/readings.db')

@@ -373,13 +373,23 @@ describe('parseAlertsQuery', () => {
   })
 
   it('takes every parameter', () => {
-    const query = { state: 'firing', device: 'd', rule: 'hot', from: '-1d', to: 'now', limit: '5' }
+    const query = {
+      state: 'firing',
+      device: 'd',
+      rule: 'hot',
+      severity: 'critical',
+      from: '-1d',
+      to: 'now',
+      limit: '5',
+    }
     expect(parseAlertsQuery(query, NOW)).toEqual({
       ok: true,
       value: {
+        current: true,
         state: 'firing',
         deviceId: 'd',
         ruleId: 'hot',
+        severity: 'critical',
         fromMs: NOW - DAY,
         toMs: NOW + 1,
         limit: 5,
@@ -390,11 +400,31 @@ describe('parseAlertsQuery', () => {
   it('takes from without to and to without from', () => {
     expect(parseAlertsQuery({ state: 'resolved', from: '-1h' }, NOW)).toEqual({
       ok: true,
-      value: { state: 'resolved', fromMs: NOW - HOUR, limit: DEFAULT_LIMIT },
+      value: { current: true, state: 'resolved', fromMs: NOW - HOUR, limit: DEFAULT_LIMIT },
     })
     expect(parseAlertsQuery({ to: '-1h' }, NOW)).toEqual({
       ok: true,
       value: { toMs: NOW - HOUR, limit: DEFAULT_LIMIT },
+    })
+  })
+
+  it('state=firing and state=resolved ask for the current state, anything else for the history', () => {
+    for (const state of ['firing', 'resolved'] as const) {
+      expect(parseAlertsQuery({ state }, NOW)).toEqual({
+        ok: true,
+        value: { current: true, state, limit: DEFAULT_LIMIT },
+      })
+    }
+    for (const query of [{}, { state: 'all' }, { severity: 'info' }]) {
+      const parsed = parseAlertsQuery(query, NOW)
+      expect(parsed.ok && parsed.value.current).toBeFalsy()
+    }
+  })
+
+  it.each(['critical', 'major', 'minor', 'warning', 'info'])('takes severity=%s', (severity) => {
+    expect(parseAlertsQuery({ severity }, NOW)).toEqual({
+      ok: true,
+      value: { severity, limit: DEFAULT_LIMIT },
     })
   })
 
@@ -428,8 +458,16 @@ describe('parseAlertsQuery', () => {
       'query parameter "limit": expected an integer from 1 to 10000, got "100000"',
     ],
     [
+      { severity: 'Critical' },
+      'query parameter "severity": expected one of critical, major, minor, warning, info, got "Critical"',
+    ],
+    [
+      { severity: '' },
+      'query parameter "severity": expected one of critical, major, minor, warning, info, got ""',
+    ],
+    [
       { ruleId: 'hot' },
-      'unknown query parameter "ruleId" (allowed: state, device, rule, from, to, limit)',
+      'unknown query parameter "ruleId" (allowed: state, device, rule, severity, from, to, limit)',
     ],
   ]
   it.each(bad)('rejects %j', (query, message) => {

@@ -73,6 +73,7 @@ function injectFaults(inner: ReadingStore): FaultInjector {
       aggregate: (query) => inner.aggregate(query),
       latest: (deviceId) => inner.latest(deviceId),
       queryAlerts: (query) => inner.queryAlerts(query),
+      latestAlerts: () => inner.latestAlerts(),
       close: () => inner.close(),
     },
   }
@@ -182,7 +183,9 @@ describe('store writer', () => {
   it('stores alert transitions from the bus and unsubscribes on close', async () => {
     const writer = createWriter()
     const alert = (ts: number, state: Alert['state']): Alert => ({
+      id: 'hot:dev-1',
       ruleId: 'hot',
+      kind: 'threshold',
       deviceId: 'dev-1',
       metric: 'temperature',
       severity: 'major',
@@ -192,6 +195,7 @@ describe('store writer', () => {
       since: ts,
       ts,
       message: `temperature ${state}`,
+      flapping: false,
     })
     const transitions = [
       alert(T0, 'firing'),
@@ -271,7 +275,9 @@ describe('store writer', () => {
     const writer = createWriter({ maxBatchSize: 10 })
     const accepted = writer.accept(readings(95))
     bus.emit('alert', {
+      id: 'hot:dev-1',
       ruleId: 'hot',
+      kind: 'threshold',
       deviceId: 'dev-1',
       metric: 'temperature',
       severity: 'minor',
@@ -281,6 +287,7 @@ describe('store writer', () => {
       since: T0,
       ts: T0,
       message: 'hot',
+      flapping: false,
     })
     await writer.close()
     await accepted
