@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net'
 import path from 'node:path'
 import { createAlertPublisher } from './alerts/alert-publisher.ts'
+import { guardGatewayTopics } from './broker/gateway-topics-guard.ts'
 import { createMqttBroker } from './broker/mqtt-broker.ts'
 import { createEventBus, type EventBus } from './bus/event-bus.ts'
 import type { GatewayConfig } from './config/schema.ts'
@@ -10,8 +11,11 @@ import { createDeadLetters } from './ingest/dead-letters.ts'
 import { createIngest } from './ingest/ingest.ts'
 import { DEFAULT_PARSE_OPTIONS } from './ingest/parse-publish.ts'
 import { createPresence } from './presence/presence.ts'
+import { loadDeviceRegistry } from './rules/device-registry.ts'
 import { loadRulesFile } from './rules/load-rules.ts'
 import { createRuleEngine } from './rules/rule-engine.ts'
+import { createRulesView } from './rules/rules-view.ts'
+import { type RulesWatcher, watchRulesFile } from './rules/rules-watcher.ts'
 import type { ReadingStore } from './store/reading-store.ts'
 import { createSqliteStore } from './store/sqlite-store.ts'
 import { createStoreWriter } from './store/store-writer.ts'
@@ -47,6 +51,7 @@ export async function createGateway(
 ): Promise<Gateway> {
   const { log } = deps
   const bus = createEventBus(log.child({ module: 'bus' }))
+  const registry = await loadDeviceRegistry(config.devicesFile)
   const rules = await loadRulesFile(config.rulesFile)
   const store = createSqliteStore({
     file: path.resolve(config.dataDir, config.store.sqliteFile),
@@ -61,31 +66,50 @@ export async function createGateway(
       retryMaxMs: config.store.retryMaxMs,
     },
   )
-  // The broker needs ingest's hook and presence needs the broker: late binding closes the loop.
-  let onClientGone: (clientId: string) => void = () => {}
-  let onDeviceSeen: (clientId: string, deviceId: string) => void = () => {}
+  // The hooks run only once the broker listens, by which time presence and ingest exist.
+  const broker = await createMqttBroker(
+    { log },
+    {
+      authorizePublish: guardGatewayTopics((client, packet, callback) =>
+        ingest.authorizePublish(client, packet, callback),
+      ),
+      onClientReady: (clientId) => presence.clientConnected(clientId),
+      onClientDisconnect: (clientId) => presence.clientGone(clientId),
+    },
+  )
+  const presence = createPresence({ bus, publisher: broker, log })
   const ingest = createIngest(
-    { bus, sink: writer, log, onDeviceSeen: (c, d) => onDeviceSeen(c, d) },
+    { bus, sink: writer, log, onDeviceSeen: presence.seen },
     {
       ...DEFAULT_PARSE_OPTIONS,
       maxPayloadBytes: config.ingest.maxPayloadBytes,
       maxFutureSkewMs: config.ingest.maxFutureSkewMs,
     },
   )
-  const broker = await createMqttBroker(
-    { log },
-    { authorizePublish: ingest.authorizePublish, onClientDisconnect: (id) => onClientGone(id) },
-  )
-  const presence = createPresence({ bus, publisher: broker, log })
-  onDeviceSeen = presence.seen
-  onClientGone = presence.clientGone
   const deadLetters = createDeadLetters(
     { bus, publisher: broker, log },
     { logIntervalMs: config.ingest.deadLetterLogIntervalMs },
   )
   const alertPublisher = createAlertPublisher({ bus, publisher: broker, log })
-  const engine = createRuleEngine({ bus, log }, rules)
-  const http = createHttpServer({ store, log })
+  const engine = createRuleEngine({ bus, log, registry }, rules)
+  const http = createHttpServer({ store, log, rules: createRulesView(engine, { registry }) })
+  let rulesWatcher: RulesWatcher | null = null
+
+  /** Brings rule state, retained topics and presence back to what the store says. */
+  const restoreState = async () => {
+    const [alerts, latest] = await Promise.all([store.latestAlerts(), store.latest()])
+    const restored = engine.restore(alerts)
+    const resolvedIds = new Set(restored.resolved.map((a) => a.id))
+    await alertPublisher.republish(alerts.filter((a) => !resolvedIds.has(a.id)))
+    engine.watch(latest.map((r) => ({ deviceId: r.deviceId, metric: r.metric, lastSeenMs: r.ts })))
+    presence.addKnown(registry.ids())
+    presence.addKnown(latest.map((r) => r.deviceId))
+    presence.publishAllOffline()
+    log.info(
+      { alerts: restored.restored, devices: new Set(latest.map((r) => r.deviceId)).size },
+      'state restored',
+    )
+  }
 
   const listenHttp = async (): Promise<AddressInfo> => {
     try {
@@ -112,6 +136,7 @@ export async function createGateway(
 
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
+      rulesWatcher?.close()
       await broker.stopAccepting()
       await http.close()
       await broker.close()
@@ -133,8 +158,19 @@ export async function createGateway(
     bus,
     store,
     async start() {
-      engine.start()
       try {
+        await restoreState()
+        engine.start()
+        if (config.rulesWatch) {
+          rulesWatcher = watchRulesFile(
+            {
+              log,
+              load: () => loadRulesFile(config.rulesFile),
+              apply: (next) => engine.setRules(next),
+            },
+            { file: config.rulesFile },
+          )
+        }
         const mqtt = await broker.listen(config.mqtt.host, config.mqtt.port)
         const httpAddress = await listenHttp()
         bound = { mqtt, http: httpAddress }

@@ -16,6 +16,7 @@ export interface MqttPublisher {
 
 export interface BrokerHooks {
   authorizePublish: NonNullable<AedesOptions['authorizePublish']>
+  onClientReady?: (clientId: string) => void
   onClientDisconnect?: (clientId: string) => void
 }
 
@@ -39,6 +40,10 @@ export async function createMqttBroker(
   let server: Server | null = null
   let serverClosed: Promise<void> = Promise.resolve()
 
+  aedes.on('clientReady', (client) => {
+    log.debug({ clientId: client.id }, 'client connected')
+    hooks.onClientReady?.(client.id)
+  })
   aedes.on('clientDisconnect', (client) => {
     log.debug({ clientId: client.id }, 'client disconnected')
     hooks.onClientDisconnect?.(client.id)

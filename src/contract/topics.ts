@@ -31,3 +31,15 @@ export function deviceStatusTopic(deviceId: string): string {
 export function deadLetterTopic(deviceId: string): string {
   return `${DEAD_LETTER_ROOT}/${deviceId}`
 }
+
+/**
+ * Topics only the gateway publishes on: alerts, device status, dead letters. A client's publish
+ * (or last will) there would overwrite the gateway's retained state with something else.
+ */
+export function isGatewayTopic(topic: string): boolean {
+  return (
+    topic.startsWith(`${ALERT_ROOT}/`) ||
+    topic.startsWith('gateway/') ||
+    (topic.startsWith(`${DEVICE_ROOT}/`) && topic.endsWith('/status'))
+  )
+}

@@ -1,23 +1,32 @@
 import type { MqttPublisher } from '../broker/mqtt-broker.ts'
 import type { EventBus } from '../bus/event-bus.ts'
+import { isIdentifier } from '../contract/identifiers.ts'
 import { deviceStatusTopic } from '../contract/topics.ts'
 import type { DeviceStatus } from '../contract/types.ts'
 import type { Logger } from '../telemetry/logger.ts'
 
 export interface Presence {
-  /** A client published readings for a device: the device is online through that client. */
+  /** Devices the gateway knows (registry, or readings stored before): online as soon as they connect. */
+  addKnown(deviceIds: Iterable<string>): void
+  /** A client finished connecting. */
+  clientConnected(clientId: string): void
+  /** A client published valid readings for a device: the device is online through that client. */
   seen(clientId: string, deviceId: string): void
-  /** A client disconnected: the devices it spoke for are offline. */
+  /** A client disconnected, cleanly or not (its last will, if any, is not passed on). */
   clientGone(clientId: string): void
+  /** Publishes `offline` for every known device: after a start, none is connected yet. */
+  publishAllOffline(): void
   stop(): void
 }
 
 const OWNER = 'presence'
 
 /**
- * Tracks which devices are online. Until devices authenticate (their MQTT identity is then their
- * device id), a device counts as online from the first reading its client publishes for it, so a
- * dashboard or mosquitto_sub connection never shows up as a device.
+ * Owns `devices/{deviceId}/status` (retained): `online` while a connection speaks for the device,
+ * `offline` once it is gone, `silent` while a deadman rule finds no readings from it. A device is
+ * a client id the gateway knows (registry or stored readings) or one that publishes readings for
+ * itself; other clients (dashboards, mosquitto_sub) never show up as devices. Only changes are
+ * published.
  */
 export function createPresence(deps: {
   bus: EventBus
@@ -27,37 +36,61 @@ export function createPresence(deps: {
 }): Presence {
   const log = deps.log.child({ module: 'presence' })
   const now = deps.now ?? Date.now
+  const known = new Set<string>()
   const devicesByClient = new Map<string, Set<string>>()
+  const connected = new Set<string>()
+  const published = new Map<string, DeviceStatus['state']>()
 
-  const publishStatus = (deviceId: string, status: DeviceStatus) => {
+  const setStatus = (deviceId: string, state: DeviceStatus['state']) => {
+    if (published.get(deviceId) === state) return
+    published.set(deviceId, state)
+    const status: DeviceStatus = { state, ts: now() }
     deps.publisher
       .publish(deviceStatusTopic(deviceId), JSON.stringify(status), { qos: 1, retain: true })
       .catch((err: unknown) => log.error({ err, deviceId }, 'device status not published'))
   }
-  deps.bus.on(OWNER, 'device.online', ({ deviceId, ts }) =>
-    publishStatus(deviceId, { state: 'online', ts }),
-  )
-  deps.bus.on(OWNER, 'device.offline', ({ deviceId, ts }) =>
-    publishStatus(deviceId, { state: 'offline', ts }),
-  )
+
+  const online = (clientId: string, deviceId: string) => {
+    let devices = devicesByClient.get(clientId)
+    if (devices?.has(deviceId)) return
+    if (!devices) {
+      devices = new Set()
+      devicesByClient.set(clientId, devices)
+    }
+    devices.add(deviceId)
+    known.add(deviceId)
+    connected.add(deviceId)
+    deps.bus.emit('device.online', { deviceId, clientId, ts: now() })
+  }
+
+  deps.bus.on(OWNER, 'device.online', ({ deviceId }) => setStatus(deviceId, 'online'))
+  deps.bus.on(OWNER, 'device.offline', ({ deviceId }) => setStatus(deviceId, 'offline'))
+  deps.bus.on(OWNER, 'alert', (alert) => {
+    if (alert.kind !== 'deadman') return
+    if (alert.state === 'firing') setStatus(alert.deviceId, 'silent')
+    else setStatus(alert.deviceId, connected.has(alert.deviceId) ? 'online' : 'offline')
+  })
 
   return {
-    seen(clientId, deviceId) {
-      let devices = devicesByClient.get(clientId)
-      if (devices?.has(deviceId)) return
-      if (!devices) {
-        devices = new Set()
-        devicesByClient.set(clientId, devices)
-      }
-      devices.add(deviceId)
-      deps.bus.emit('device.online', { deviceId, clientId, ts: now() })
+    addKnown(deviceIds) {
+      for (const id of deviceIds) known.add(id)
     },
+    clientConnected(clientId) {
+      if (isIdentifier(clientId) && known.has(clientId)) online(clientId, clientId)
+    },
+    seen: online,
     clientGone(clientId) {
       const devices = devicesByClient.get(clientId)
       if (!devices) return
       devicesByClient.delete(clientId)
       const ts = now()
-      for (const deviceId of devices) deps.bus.emit('device.offline', { deviceId, clientId, ts })
+      for (const deviceId of devices) {
+        connected.delete(deviceId)
+        deps.bus.emit('device.offline', { deviceId, clientId, ts })
+      }
+    },
+    publishAllOffline() {
+      for (const deviceId of known) if (!connected.has(deviceId)) setStatus(deviceId, 'offline')
     },
     stop: () => deps.bus.removeOwner(OWNER),
   }

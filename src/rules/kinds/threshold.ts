@@ -1,5 +1,5 @@
-import type { AlertState, Reading } from '../../contract/types.ts'
-import { toDurationMs } from '../../util/duration.ts'
+import type { AlertState } from '../../contract/types.ts'
+import { formatNumber } from '../alert-message.ts'
 import { describeValue } from '../describe-value.ts'
 import type {
   AlertDetail,
@@ -7,8 +7,10 @@ import type {
   RuleContext,
   RuleHandler,
   RuleKind,
+  Trigger,
   Verdict,
 } from '../rule-handler.ts'
+import { isFiniteNumber, parseDuration, parseNumber, type RawRule } from './fields.ts'
 
 /**
  * `threshold`: fires when a reading is past a fixed limit.
@@ -17,10 +19,15 @@ import type {
  * `inside: [lo, hi]` is the closed interval (the bounds breach) and `outside: [lo, hi]` its exact
  * complement (the bounds do not breach).
  *
- * Hysteresis h: a firing alert resolves once the value would not breach the rule with its limits
- * moved by h towards normal. So `above: 30, hysteresis: 1` resolves at 29 and below, holds in
- * (29, 30], and the boundary 29 itself resolves. That way `hysteresis: 0` is exactly "no longer
- * breaching", and the band that holds is exactly h wide.
+ * Resolving: by default a firing alert resolves on the first value that does not breach. Two ways
+ * to demand more, mutually exclusive:
+ * - `hysteresis: h` resolves once the value would not breach the rule with its limits moved by h
+ *   towards normal. So `above: 30, hysteresis: 1` resolves at 29 and below, holds in (29, 30].
+ *   That way `hysteresis: 0` is exactly "no longer breaching", and the band that holds is h wide.
+ * - `clear: c` names the resolve limit itself, on the normal side of the threshold: `above: 30,
+ *   clear: 27` resolves at 27 and below (like hysteresis 3); `below: 10, clear: 12` at 12 and
+ *   above; for ranges `clear` is a range: `outside: [20, 80], clear: [22, 78]` resolves within
+ *   [22, 78], `inside: [20, 80], clear: [15, 85]` below 15 or above 85.
  *
  * `for`: the condition must hold on every reading for that long, measured on reading timestamps,
  * before the rule breaches; one non-breaching reading restarts the period. Resolution is immediate.
@@ -38,8 +45,8 @@ export interface ThresholdSpec {
   /** How long (reading time) the condition must hold before firing; 0 fires on the first reading. */
   forMs: number
   hysteresis: number
-  /** Message template; null for the default message. */
-  message: string | null
+  /** `clear` as the same kind of condition as `condition`: a firing alert holds while it breaches. */
+  clear: ThresholdCondition | null
 }
 
 export interface ThresholdState {
@@ -48,15 +55,6 @@ export interface ThresholdState {
 }
 
 const CONDITION_FIELDS = ['above', 'below', 'outside', 'inside'] as const
-export const MESSAGE_PLACEHOLDERS = [
-  'deviceId',
-  'metric',
-  'value',
-  'threshold',
-  'ruleId',
-  'state',
-] as const
-const PLACEHOLDER = /\{([^{}]*)\}/g
 
 /**
  * Whether `value` breaches `condition` with its limits moved by `shift` towards normal:
@@ -72,6 +70,22 @@ export function breaches(condition: ThresholdCondition, value: number, shift: nu
       return value < condition.lo + shift || value > condition.hi - shift
     case 'inside':
       return value >= condition.lo - shift && value <= condition.hi + shift
+  }
+}
+
+/** The condition a firing alert must stop meeting to resolve. */
+export function releaseCondition(spec: ThresholdSpec): ThresholdCondition {
+  if (spec.clear !== null) return spec.clear
+  const { condition: c, hysteresis: h } = spec
+  switch (c.op) {
+    case 'above':
+      return { op: 'above', threshold: c.threshold - h }
+    case 'below':
+      return { op: 'below', threshold: c.threshold + h }
+    case 'outside':
+      return { op: 'outside', lo: c.lo + h, hi: c.hi - h }
+    case 'inside':
+      return { op: 'inside', lo: c.lo - h, hi: c.hi + h }
   }
 }
 
@@ -95,26 +109,17 @@ function conditionText(condition: ThresholdCondition): string {
   }
 }
 
-export function renderMessage(template: string, values: Record<string, string | number>): string {
-  return template.replace(PLACEHOLDER, (whole, name: string) => {
-    const value = values[name]
-    return value === undefined ? whole : String(value)
-  })
-}
-
 export function createThresholdHandler(
   spec: ThresholdSpec,
   ctx: RuleContext,
 ): RuleHandler<ThresholdState> {
-  const { condition, forMs, hysteresis, message } = spec
+  const { condition, forMs } = spec
+  const release = releaseCondition(spec)
   const text = conditionText(condition)
 
   return {
-    ruleId: ctx.ruleId,
+    ...ctx,
     kind: THRESHOLD_KIND,
-    severity: ctx.severity,
-    match: ctx.match,
-    definition: ctx.definition,
 
     initialState() {
       return { breachSince: null }
@@ -129,32 +134,20 @@ export function createThresholdHandler(
       }
       // Any non-breaching reading ends the run: a later breach starts `for` from scratch.
       state.breachSince = null
-      if (firing && breaches(condition, value, hysteresis)) return 'hold'
+      if (firing && breaches(release, value, 0)) return 'hold'
       return 'clear'
     },
 
-    describe(_state, reading: Reading, transition: AlertState): AlertDetail {
-      const threshold = thresholdOf(condition, reading.value)
-      const rendered =
-        message === null
-          ? transition === 'firing'
-            ? `${reading.deviceId} ${reading.metric} ${reading.value} ${text}`
-            : `${reading.deviceId} ${reading.metric} ${reading.value} no longer ${text}`
-          : renderMessage(message, {
-              deviceId: reading.deviceId,
-              metric: reading.metric,
-              value: reading.value,
-              threshold,
-              ruleId: ctx.ruleId,
-              state: transition,
-            })
-      return { value: reading.value, threshold, message: rendered }
+    describe(_state, trigger: Trigger, transition: AlertState): AlertDetail {
+      const value = trigger.value
+      const shown = `${trigger.deviceId} ${trigger.metric} ${formatNumber(value)}`
+      return {
+        value,
+        threshold: thresholdOf(condition, value),
+        message: transition === 'firing' ? `${shown} ${text}` : `${shown} no longer ${text}`,
+      }
     },
   }
-}
-
-function isFiniteNumber(value: unknown): value is number {
-  return typeof value === 'number' && Number.isFinite(value)
 }
 
 function parseRange(field: string, value: unknown, errors: FieldError[]): [number, number] | null {
@@ -184,10 +177,7 @@ function parseRange(field: string, value: unknown, errors: FieldError[]): [numbe
   return [lo as number, hi as number]
 }
 
-function parseCondition(
-  raw: Readonly<Record<string, unknown>>,
-  errors: FieldError[],
-): ThresholdCondition | null {
+function parseCondition(raw: RawRule, errors: FieldError[]): ThresholdCondition | null {
   const given = CONDITION_FIELDS.filter((field) => Object.hasOwn(raw, field))
   if (given.length === 0) {
     errors.push({
@@ -216,73 +206,97 @@ function parseCondition(
   return given.length === 1 ? condition : null
 }
 
-function parseMessage(value: unknown, errors: FieldError[]): string | null {
-  if (typeof value !== 'string' || value.trim() === '') {
+/**
+ * `clear` must lie on the normal side of the threshold, or the alert could resolve while the
+ * value still breaches (or never resolve).
+ */
+function parseClear(
+  value: unknown,
+  condition: ThresholdCondition,
+  errors: FieldError[],
+): ThresholdCondition | null {
+  if (condition.op === 'above' || condition.op === 'below') {
+    if (!isFiniteNumber(value)) {
+      errors.push({ field: 'clear', message: `must be a number, got ${describeValue(value)}` })
+      return null
+    }
+    const t = condition.threshold
+    if (condition.op === 'above' ? value > t : value < t) {
+      const side = condition.op === 'above' ? 'at or below' : 'at or above'
+      errors.push({
+        field: 'clear',
+        message: `must be ${side} the threshold (${condition.op}: ${t}), on its normal side, got ${value}`,
+      })
+      return null
+    }
+    // The resolve test is "no longer breaches `clear`": above 30, clear 27 resolves at <= 27.
+    return { op: condition.op, threshold: value }
+  }
+  const range = parseRange('clear', value, errors)
+  if (range === null) return null
+  const [lo, hi] = range
+  const ok =
+    condition.op === 'outside'
+      ? lo >= condition.lo && hi <= condition.hi
+      : lo <= condition.lo && hi >= condition.hi
+  if (!ok) {
     errors.push({
-      field: 'message',
-      message: `must be a non-empty text, got ${describeValue(value)}`,
+      field: 'clear',
+      message:
+        condition.op === 'outside'
+          ? `must lie within outside [${condition.lo}, ${condition.hi}] (its normal side), got [${lo}, ${hi}]`
+          : `must contain inside [${condition.lo}, ${condition.hi}] (resolving happens outside it), got [${lo}, ${hi}]`,
     })
     return null
   }
-  const known: readonly string[] = MESSAGE_PLACEHOLDERS
-  for (const [, name] of value.matchAll(PLACEHOLDER)) {
-    if (!known.includes(name as string)) {
-      errors.push({
-        field: 'message',
-        message: `unknown placeholder {${name}}; known: ${MESSAGE_PLACEHOLDERS.map((p) => `{${p}}`).join(' ')}`,
-      })
-    }
-  }
-  return value
+  return { op: condition.op, lo, hi }
 }
 
 export function parseThreshold(
-  raw: Readonly<Record<string, unknown>>,
+  raw: RawRule,
 ): { ok: true; spec: ThresholdSpec } | { ok: false; errors: FieldError[] } {
   const errors: FieldError[] = []
   const condition = parseCondition(raw, errors)
 
-  let forMs = 0
-  if (Object.hasOwn(raw, 'for')) {
-    const ms = toDurationMs(raw.for)
-    if (ms === null) {
-      errors.push({
-        field: 'for',
-        message: `must be a duration like 30s, 5m, 1h or a number of milliseconds, got ${describeValue(raw.for)}`,
-      })
-    } else {
-      forMs = ms
-    }
-  }
+  const forMs = Object.hasOwn(raw, 'for') ? parseDuration(raw, 'for', errors) : 0
 
-  let hysteresis = 0
+  let hysteresis: number | null = 0
   if (Object.hasOwn(raw, 'hysteresis')) {
-    const value = raw.hysteresis
-    if (!isFiniteNumber(value) || value < 0) {
+    hysteresis = parseNumber(raw, 'hysteresis', errors, { min: 0 })
+    // Resolving needs lo + h <= value <= hi - h: an empty band would keep the alert firing forever.
+    if (
+      hysteresis !== null &&
+      condition?.op === 'outside' &&
+      2 * hysteresis >= condition.hi - condition.lo
+    ) {
       errors.push({
         field: 'hysteresis',
-        message: `must be a number >= 0, got ${describeValue(value)}`,
+        message: `must be less than half the width of outside [${condition.lo}, ${condition.hi}], got ${hysteresis}`,
       })
-    } else {
-      hysteresis = value
-      // Resolving needs lo + h <= value <= hi - h: an empty band would keep the alert firing forever.
-      if (condition?.op === 'outside' && 2 * value >= condition.hi - condition.lo) {
-        errors.push({
-          field: 'hysteresis',
-          message: `must be less than half the width of outside [${condition.lo}, ${condition.hi}], got ${value}`,
-        })
-      }
     }
   }
 
-  const message = Object.hasOwn(raw, 'message') ? parseMessage(raw.message, errors) : null
+  let clear: ThresholdCondition | null = null
+  if (Object.hasOwn(raw, 'clear')) {
+    if (Object.hasOwn(raw, 'hysteresis')) {
+      errors.push({
+        field: 'clear',
+        message: 'cannot be combined with hysteresis: both set where the alert resolves; keep one',
+      })
+    } else if (condition !== null) {
+      clear = parseClear(raw.clear, condition, errors)
+    }
+  }
 
-  if (errors.length > 0 || condition === null) return { ok: false, errors }
-  return { ok: true, spec: { condition, forMs, hysteresis, message } }
+  if (errors.length > 0 || condition === null || forMs === null || hysteresis === null) {
+    return { ok: false, errors }
+  }
+  return { ok: true, spec: { condition, forMs, hysteresis, clear } }
 }
 
 export const thresholdKind: RuleKind = {
-  fields: [...CONDITION_FIELDS, 'for', 'hysteresis', 'message'],
+  name: THRESHOLD_KIND,
+  fields: [...CONDITION_FIELDS, 'for', 'hysteresis', 'clear'],
   parse(raw, ctx) {
     const parsed = parseThreshold(raw)
     if (!parsed.ok) return parsed

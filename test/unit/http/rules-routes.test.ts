@@ -4,11 +4,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { stringify } from 'yaml'
 import { createEventBus } from '../../../src/bus/event-bus.ts'
 import type { Reading } from '../../../src/contract/types.ts'
-import { createHttpServer, type RulesView } from '../../../src/http/http-server.ts'
+import { createHttpServer } from '../../../src/http/http-server.ts'
 import { RULE_TEST_BODY_LIMIT_BYTES } from '../../../src/http/routes/rules.ts'
-import { dryRunRule } from '../../../src/rules/dry-run.ts'
 import { parseRules } from '../../../src/rules/load-rules.ts'
 import { createRuleEngine, type RuleEngine } from '../../../src/rules/rule-engine.ts'
+import { createRulesView } from '../../../src/rules/rules-view.ts'
 import type { ReadingStore } from '../../../src/store/reading-store.ts'
 import { createSqliteStore } from '../../../src/store/sqlite-store.ts'
 import { createSilentLogger } from '../../../src/telemetry/logger.ts'
@@ -38,23 +38,6 @@ const RULES = [
  * The view the gateway builds: the running engine's rules and their firing alerts, and the real
  * dry run. Built from the real rule code, never a stand-in for rule behaviour.
  */
-function rulesViewOf(engine: RuleEngine): RulesView {
-  return {
-    list() {
-      const firing = engine.firingCounts()
-      return engine.rules().map((rule) => ({
-        id: rule.ruleId,
-        kind: rule.kind,
-        severity: rule.severity,
-        match: rule.match,
-        definition: rule.definition,
-        firing: firing.get(rule.ruleId) ?? 0,
-      }))
-    },
-    dryRun: (rule, readings) => dryRunRule(rule, readings),
-  }
-}
-
 let dir: TempDir
 let store: ReadingStore
 let engine: RuleEngine
@@ -80,7 +63,7 @@ beforeAll(async () => {
   // high-co2: a breaching value on a device it does not match, a normal one on one it does.
   send('cellar-1', 'co2', 5000, NOW - 1000)
   send('office-1', 'co2', 900, NOW - 1000)
-  app = createHttpServer({ store, log, now: () => NOW, rules: rulesViewOf(engine) })
+  app = createHttpServer({ store, log, now: () => NOW, rules: createRulesView(engine) })
   await app.ready()
 })
 

@@ -62,6 +62,7 @@ describe('parseRules: valid files', () => {
 
   it('looks kinds up in the registry it is given', () => {
     const echo: RuleKind = {
+      name: 'echo',
       fields: ['level'],
       parse: (raw, ctx) =>
         typeof raw.level === 'number'
@@ -109,12 +110,12 @@ describe('parseRules: errors name file, rule and field', () => {
     {
       name: 'unknown kind',
       text: 'rules:\n  - { id: r1, kind: thresold, match: { metric: m }, above: 1 }\n',
-      want: `${FILE}: rule "r1": field "kind": unknown kind "thresold" (did you mean "threshold"?); known kinds: threshold`,
+      want: `${FILE}: rule "r1": field "kind": unknown kind "thresold" (did you mean "threshold"?); known kinds: threshold, rate, deadman, custom`,
     },
     {
       name: 'missing kind',
       text: 'rules:\n  - { id: r1, match: { metric: m } }\n',
-      want: `${FILE}: rule "r1": field "kind": is required; known kinds: threshold`,
+      want: `${FILE}: rule "r1": field "kind": is required; known kinds: threshold, rate, deadman, custom`,
     },
     {
       name: 'unknown field (typo)',
@@ -124,7 +125,7 @@ describe('parseRules: errors name file, rule and field', () => {
     {
       name: 'unknown field in match',
       text: 'rules:\n  - { id: r1, kind: threshold, match: { metric: m, devices: x }, above: 1 }\n',
-      want: `${FILE}: rule "r1": field "match.devices": unknown field (did you mean "device"?); known: device, metric`,
+      want: `${FILE}: rule "r1": field "match.devices": unknown field (did you mean "device"?); known: device, metric, tags`,
     },
     {
       name: 'bad identifier: rule named by index',
@@ -139,7 +140,7 @@ describe('parseRules: errors name file, rule and field', () => {
     {
       name: 'bad metric id',
       text: 'rules:\n  - { id: r1, kind: threshold, match: { metric: "a/b" }, above: 1 }\n',
-      want: `${FILE}: rule "r1": field "match.metric": must be a metric id ([A-Za-z0-9_.-]{1,64}), got "a/b"`,
+      want: `${FILE}: rule "r1": field "match.metric": must be a metric id ([A-Za-z0-9_.-]{1,64}) or a glob (* and ?), got "a/b"`,
     },
     {
       name: 'missing match',
@@ -237,16 +238,16 @@ describe('parseRules: errors name file, rule and field', () => {
     above: 1500
 `)
     expect(errors).toEqual([
-      `${FILE}: rule "high-temperature": field "match.devices": unknown field (did you mean "device"?); known: device, metric`,
+      `${FILE}: rule "high-temperature": field "match.devices": unknown field (did you mean "device"?); known: device, metric, tags`,
       `${FILE}: rule "high-temperature": field "severity": must be one of critical, major, minor, warning, info, got "huge"`,
-      `${FILE}: rule "high-temperature": field "hysterisis": unknown field (did you mean "hysteresis"?); known fields of kind "threshold": id, kind, match, severity, above, below, outside, inside, for, hysteresis, message`,
+      `${FILE}: rule "high-temperature": field "hysterisis": unknown field (did you mean "hysteresis"?); known fields of kind "threshold": id, kind, match, severity, message, cooldown, flapping, above, below, outside, inside, for, hysteresis, clear`,
       `${FILE}: rule "high-temperature": field "above": must be a number, got "thirty"`,
       `${FILE}: rule "high-temperature": field "for": must be a duration like 30s, 5m, 1h or a number of milliseconds, got "30 seconds"`,
       `${FILE}: rule "high-temperature" (rules[1]): field "id": duplicate id, already used by rules[0]`,
-      `${FILE}: rule "high-temperature" (rules[1]): field "kind": unknown kind "thresold" (did you mean "threshold"?); known kinds: threshold`,
+      `${FILE}: rule "high-temperature" (rules[1]): field "kind": unknown kind "thresold" (did you mean "threshold"?); known kinds: threshold, rate, deadman, custom`,
       `${FILE}: rules[2]: field "id": must be an identifier ([A-Za-z0-9_.-]{1,64}), got "bad id"`,
+      `${FILE}: rules[2]: field "message": unknown placeholder {foo}; known: {deviceId} {metric} {value} {threshold} {ruleId} {state} {severity} {kind}`,
       `${FILE}: rules[2]: field "outside": lo must be less than hi, got [80, 20]`,
-      `${FILE}: rules[2]: field "message": unknown placeholder {foo}; known: {deviceId} {metric} {value} {threshold} {ruleId} {state}`,
     ])
   })
 })
@@ -305,8 +306,18 @@ describe('shipped config/rules.yaml', () => {
       definition: { above: 30, hysteresis: 1, severity: 'major' },
     })
     expect(rule?.definition).not.toHaveProperty('for')
-    expect(new Set(rules.map((r) => r.match.metric))).toEqual(
-      new Set(['temperature', 'humidity', 'co2']),
+    expect(rules.map((r) => r.ruleId)).toEqual([
+      'high-temperature',
+      'low-temperature',
+      'humidity-out-of-range',
+      'high-co2',
+      'greenhouse-overheat',
+      'temperature-jump',
+      'sensor-silent',
+      'greenhouse-warm-average',
+    ])
+    expect(new Set(rules.map((r) => r.kind))).toEqual(
+      new Set(['threshold', 'rate', 'deadman', 'mean-above']),
     )
   })
 
@@ -320,5 +331,157 @@ describe('shipped config/rules.yaml', () => {
         .filter((a) => a.ruleId === 'high-temperature')
         .map((a) => `${a.state}@${a.value} ${a.severity}`),
     ).toEqual(['firing@30.5 major', 'resolved@29 major', 'firing@31 major'])
+  })
+})
+
+describe('shipped config/rules.yaml: new rules stay quiet for test devices', () => {
+  it('only high-temperature reacts to dev-1 at 21.5, 35, 20 (also after deadman periods)', async () => {
+    const h = startEngine(await loadRulesFile(SHIPPED))
+    for (const [i, value] of [21.5, 35, 20].entries()) {
+      h.at(i * 1_000)
+      h.send('dev-1', 'temperature', value, i * 1_000)
+    }
+    h.at(3_600_000)
+    expect(h.alerts.map((a) => `${a.ruleId}:${a.state}`)).toEqual([
+      'high-temperature:firing',
+      'high-temperature:resolved',
+    ])
+  })
+
+  it('demonstrates every kind and the common fields', async () => {
+    const rules = await loadRulesFile(SHIPPED)
+    const byId = new Map(rules.map((r) => [r.ruleId, r]))
+    expect(byId.get('greenhouse-overheat')).toMatchObject({
+      match: { tags: { site: 'greenhouse' } },
+      lifecycle: { cooldownMs: 300_000 },
+      definition: { clear: 29 },
+    })
+    expect(byId.get('temperature-jump')?.lifecycle?.flapping).toEqual({
+      transitions: 4,
+      windowMs: 600_000,
+    })
+    expect(byId.get('sensor-silent')).toMatchObject({ kind: 'deadman', silenceMs: 120_000 })
+    expect(byId.get('greenhouse-warm-average')?.kind).toBe('mean-above')
+  })
+})
+
+describe('parseRules: new fields name file, rule and field', () => {
+  const base = 'rules:\n  - id: r\n    match: { metric: temperature }\n'
+  it.each([
+    { extra: '    kind: rate\n    per: 1m\n', want: 'field "delta": is required' },
+    {
+      extra: '    kind: rate\n    delta: 0\n    per: 1m\n',
+      want: 'field "delta": must be a number > 0, got 0',
+    },
+    {
+      extra: '    kind: rate\n    delta: 5\n    per: 0\n',
+      want: 'field "per": must be a duration',
+    },
+    {
+      extra: '    kind: rate\n    delta: 5\n    per: 1m\n    direction: up\n',
+      want: 'field "direction": must be one of rising, falling, either, got "up"',
+    },
+    { extra: '    kind: deadman\n', want: 'field "after": is required' },
+    { extra: '    kind: deadman\n    after: soon\n', want: 'field "after": must be a duration' },
+    {
+      extra: '    kind: deadman\n    after: 1m\n    above: 3\n',
+      want: 'field "above": unknown field; known fields of kind "deadman": id, kind, match, severity, message, cooldown, flapping, after',
+    },
+    {
+      extra: '    kind: threshold\n    above: 30\n    cooldown: later\n',
+      want: 'field "cooldown": must be a duration',
+    },
+    {
+      extra: '    kind: threshold\n    above: 30\n    flapping: 3\n',
+      want: 'field "flapping": must be a mapping { transitions: N, window: 10m }, got 3',
+    },
+    {
+      extra: '    kind: threshold\n    above: 30\n    flapping: { transitions: 0, window: 10m }\n',
+      want: 'field "flapping.transitions": must be an integer >= 1, got 0',
+    },
+    {
+      extra: '    kind: threshold\n    above: 30\n    flapping: { transitions: 3 }\n',
+      want: 'field "flapping.window": is required',
+    },
+    {
+      extra:
+        '    kind: threshold\n    above: 30\n    flapping: { transitions: 3, window: 1m, windw: 2 }\n',
+      want: 'field "flapping.windw": unknown field (did you mean "window"?)',
+    },
+    {
+      extra: '    kind: threshold\n    above: 30\n    clear: 31\n',
+      want: 'field "clear": must be at or below the threshold (above: 30)',
+    },
+    {
+      extra: '    kind: threshold\n    above: 30\n    message: ""\n',
+      want: 'field "message": must be a non-empty text, got ""',
+    },
+    {
+      extra: '    kind: rate\n    delta: 5\n    per: 1m\n    message: "{device} jumped"\n',
+      want: 'field "message": unknown placeholder {device}; known: {deviceId} {metric} {value} {threshold} {ruleId} {state} {severity} {kind}',
+    },
+    { extra: '    kind: custom\n', want: 'field "handler": is required for kind "custom"' },
+    {
+      extra: '    kind: custom\n    handler: 42\n',
+      want: 'field "handler": must be a module path ending in .ts, .mts, .js or .mjs, got 42',
+    },
+    {
+      extra: '    kind: custom\n    handler: ./config/handlers/mean-above.ts\n',
+      want: 'field "handler": module "./config/handlers/mean-above.ts" is not loaded',
+    },
+  ])('$want', ({ extra, want }) => {
+    const errors = errorsOf(base + extra)
+    expect(
+      errors.some((e) => e.startsWith(`${FILE}: rule "r": ${want}`)),
+      errors.join('\n'),
+    ).toBe(true)
+  })
+
+  it.each([
+    {
+      match: '{ metric: m, tags: { site: "" } }',
+      want: 'field "match.tags.site": must be a text of 1-128 characters, a number or a boolean, got ""',
+    },
+    { match: '{ metric: m, tags: {} }', want: 'field "match.tags": must name at least one tag' },
+    { match: '{ metric: m, tags: [a] }', want: 'field "match.tags": must be a mapping' },
+    { match: '{ metric: "te mp*" }', want: 'field "match.metric": must be a metric id' },
+  ])('match: $want', ({ match, want }) => {
+    const errors = errorsOf(`rules:\n  - { id: r, kind: threshold, above: 1, match: ${match} }\n`)
+    expect(
+      errors.some((e) => e.startsWith(`${FILE}: rule "r": ${want}`)),
+      errors.join('\n'),
+    ).toBe(true)
+  })
+
+  it('accepts a metric glob and tags (numbers and booleans as text)', () => {
+    const result = parseRules(
+      'rules:\n  - { id: r, kind: threshold, above: 1, match: { metric: "temp*", tags: { floor: 2, indoor: true } } }\n',
+      FILE,
+    )
+    expect(result.ok && result.rules[0]?.match).toEqual({
+      devices: ['*'],
+      metric: 'temp*',
+      tags: { floor: '2', indoor: 'true' },
+    })
+  })
+
+  it('parses cooldown, flapping and message into the lifecycle', () => {
+    const result = parseRules(
+      `rules:
+  - id: r
+    kind: threshold
+    match: { metric: m }
+    above: 1
+    cooldown: 5m
+    flapping: { transitions: 3, window: 10m }
+    message: '{ruleId} {kind} {severity}'
+`,
+      FILE,
+    )
+    expect(result.ok && result.rules[0]?.lifecycle).toEqual({
+      cooldownMs: 300_000,
+      flapping: { transitions: 3, windowMs: 600_000 },
+      message: '{ruleId} {kind} {severity}',
+    })
   })
 })

@@ -52,7 +52,9 @@ describe('rule engine: alert lifecycle', () => {
     h.send('dev-1', 'temperature', 28, 1_764_165_975_123)
     expect(h.alerts).toEqual<Alert[]>([
       {
+        id: 'high-temperature:dev-1',
         ruleId: 'high-temperature',
+        kind: 'threshold',
         deviceId: 'dev-1',
         metric: 'temperature',
         severity: 'major',
@@ -62,9 +64,12 @@ describe('rule engine: alert lifecycle', () => {
         since: 1_764_165_915_123,
         ts: 1_764_165_915_123,
         message: 'dev-1 temperature 35 > 30',
+        flapping: false,
       },
       {
+        id: 'high-temperature:dev-1',
         ruleId: 'high-temperature',
+        kind: 'threshold',
         deviceId: 'dev-1',
         metric: 'temperature',
         severity: 'major',
@@ -74,6 +79,7 @@ describe('rule engine: alert lifecycle', () => {
         since: 1_764_165_975_123,
         ts: 1_764_165_975_123,
         message: 'dev-1 temperature 28 no longer > 30',
+        flapping: false,
       },
     ])
   })
@@ -325,7 +331,7 @@ describe('rule engine: start, stop, setRules', () => {
     expect(h.alerts).toHaveLength(1)
   })
 
-  it('keeps state of unchanged rules, drops removed and changed ones, returns dropped firing alerts', () => {
+  it('keeps unchanged rules, keeps the lifecycle of changed ones, resolves removed ones', () => {
     const co2 = { id: 'co2', kind: 'threshold', match: { metric: 'co2' }, above: 1500 }
     const humid = { id: 'humid', kind: 'threshold', match: { metric: 'humidity' }, above: 80 }
     const h = startEngine(rulesFrom(highTemp, co2, humid))
@@ -334,15 +340,38 @@ describe('rule engine: start, stop, setRules', () => {
     h.send('a', 'humidity', 90, 1)
     expect(h.alerts).toHaveLength(3)
 
-    const dropped = h.engine.setRules(rulesFrom(highTemp, { ...humid, above: 85 }))
-    expect(dropped.map((a) => `${a.ruleId}/${a.deviceId}`).sort()).toEqual(['co2/a', 'humid/a'])
+    h.clock.now = 5_000
+    const change = h.engine.setRules(rulesFrom(highTemp, { ...humid, above: 85 }))
+    expect(change).toMatchObject({
+      added: [],
+      changed: ['humid'],
+      unchanged: ['high-temperature'],
+      removed: ['co2'],
+    })
+    // The removed rule's firing alert is resolved by the engine, on the bus too.
+    expect(change.resolved).toEqual([h.alerts[3]])
+    expect(h.alerts[3]).toMatchObject({
+      id: 'co2:a',
+      ruleId: 'co2',
+      state: 'resolved',
+      since: 5_000,
+      ts: 5_000,
+      message: 'co2 on a: rule co2 was removed; alert resolved',
+    })
     expect(h.engine.rules().map((r) => r.ruleId)).toEqual(['high-temperature', 'humid'])
-    expect(h.engine.alerts().map((a) => a.ruleId)).toEqual(['high-temperature'])
+    expect(h.engine.alerts().map((a) => `${a.ruleId}:${a.state}`)).toEqual([
+      'high-temperature:firing',
+      'humid:firing',
+    ])
 
     h.send('a', 'temperature', 36, 2) // unchanged rule: still firing, no second alert
     h.send('a', 'co2', 2500, 2) // removed rule: nothing
-    h.send('a', 'humidity', 90, 2) // changed rule: fresh state, fires again
-    expect(h.alerts.slice(3).map((a) => `${a.ruleId}:${a.state}`)).toEqual(['humid:firing'])
+    h.send('a', 'humidity', 90, 2) // changed rule: firing stays firing, no duplicate
+    expect(h.alerts).toHaveLength(4)
+    h.send('a', 'humidity', 84, 3) // the new limit (85) judges it: resolved
+    expect(h.alerts.slice(4).map((a) => `${a.ruleId}:${a.state}@${a.value}`)).toEqual([
+      'humid:resolved@84',
+    ])
   })
 
   it('rejects duplicate rule ids', () => {
@@ -350,5 +379,24 @@ describe('rule engine: start, stop, setRules', () => {
     const bus = createEventBus(log)
     const rules = [...rulesFrom(highTemp), ...rulesFrom(highTemp)]
     expect(() => createRuleEngine({ bus, log }, rules)).toThrow(GatewayError)
+  })
+})
+
+describe('rule engine: a handler whose initialState throws', () => {
+  it('is skipped for that device and metric; the other rules still run', () => {
+    const broken: RuleHandler = {
+      ...spyHandler('broken', 'temperature').handler,
+      initialState: () => {
+        throw new Error('no state')
+      },
+    }
+    const h = startEngine([broken, ...rulesFrom(highTemp)])
+    h.send('dev-1', 'temperature', 35, 1)
+    h.send('dev-1', 'temperature', 20, 2)
+    expect(h.alerts.map((a) => `${a.ruleId}:${a.state}`)).toEqual([
+      'high-temperature:firing',
+      'high-temperature:resolved',
+    ])
+    expect(h.engine.stats().handlerErrors).toBe(1)
   })
 })

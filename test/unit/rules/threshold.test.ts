@@ -300,6 +300,95 @@ describe('threshold hysteresis (the shifted boundary itself resolves)', () => {
   })
 })
 
+describe('threshold clear (the resolve limit itself)', () => {
+  const cases: Array<{
+    name: string
+    fields: Record<string, unknown>
+    series: Series
+    want: string[]
+  }> = [
+    {
+      name: 'above 30 clear 27: (27, 30] holds, 27 resolves',
+      fields: { above: 30, clear: 27 },
+      series: [
+        [31, 1],
+        [29, 2],
+        [27.01, 3],
+        [27, 4],
+      ],
+      want: ['firing@1', 'resolved@4'],
+    },
+    {
+      name: 'above 30 clear 27: back above 30 from the band does not fire again',
+      fields: { above: 30, clear: 27 },
+      series: [
+        [31, 1],
+        [28, 2],
+        [32, 3],
+        [26, 4],
+        [30.5, 5],
+      ],
+      want: ['firing@1', 'resolved@4', 'firing@5'],
+    },
+    {
+      name: 'clear equal to the threshold resolves on the first normal value',
+      fields: { above: 30, clear: 30 },
+      series: [
+        [31, 1],
+        [30, 2],
+      ],
+      want: ['firing@1', 'resolved@2'],
+    },
+    {
+      name: 'below 10 clear 12: 11.99 holds, 12 resolves',
+      fields: { below: 10, clear: 12 },
+      series: [
+        [9, 1],
+        [11.99, 2],
+        [12, 3],
+      ],
+      want: ['firing@1', 'resolved@3'],
+    },
+    {
+      name: 'outside [20, 80] clear [25, 75]: resolves only within [25, 75]',
+      fields: { outside: [20, 80], clear: [25, 75] },
+      series: [
+        [85, 1],
+        [76, 2],
+        [75, 3],
+        [19, 4],
+        [24.9, 5],
+        [25, 6],
+      ],
+      want: ['firing@1', 'resolved@3', 'firing@4', 'resolved@6'],
+    },
+    {
+      name: 'inside [20, 80] clear [10, 90]: holds up to 90, resolves above',
+      fields: { inside: [20, 80], clear: [10, 90] },
+      series: [
+        [50, 1],
+        [90, 2],
+        [90.5, 3],
+      ],
+      want: ['firing@1', 'resolved@3'],
+    },
+    {
+      name: 'clear with for: the for period restarts, resolving is immediate',
+      fields: { above: 30, clear: 28, for: '10s' },
+      series: [
+        [31, 0],
+        [31, 10_000],
+        [29, 11_000],
+        [28, 12_000],
+      ],
+      want: ['firing@10000', 'resolved@12000'],
+    },
+  ]
+  it.each(cases)('$name', ({ fields, series, want }) => {
+    expect(transitionsOf({ ...temperature, ...fields }, series)).toEqual(want)
+  })
+})
+
 describe('breaches and thresholdOf (pure)', () => {
   const above30: ThresholdCondition = { op: 'above', threshold: 30 }
   const outside: ThresholdCondition = { op: 'outside', lo: 20, hi: 80 }
@@ -324,10 +413,17 @@ describe('breaches and thresholdOf (pure)', () => {
 })
 
 describe('parseThreshold', () => {
-  it('defaults: for 0, hysteresis 0, default message', () => {
+  it('defaults: for 0, hysteresis 0, no clear', () => {
     expect(parseThreshold({ above: 30 })).toEqual({
       ok: true,
-      spec: { condition: { op: 'above', threshold: 30 }, forMs: 0, hysteresis: 0, message: null },
+      spec: { condition: { op: 'above', threshold: 30 }, forMs: 0, hysteresis: 0, clear: null },
+    })
+  })
+
+  it('clear becomes the release condition of the same op', () => {
+    expect(parseThreshold({ outside: [20, 80], clear: [22, 78] })).toMatchObject({
+      ok: true,
+      spec: { clear: { op: 'outside', lo: 22, hi: 78 } },
     })
   })
 
@@ -355,12 +451,17 @@ describe('parseThreshold', () => {
       field: 'hysteresis',
       text: 'less than half the width',
     },
-    { raw: { above: 1, message: '' }, field: 'message', text: 'non-empty' },
     {
-      raw: { above: 1, message: '{device} hot' },
-      field: 'message',
-      text: 'unknown placeholder {device}',
+      raw: { above: 30, hysteresis: 1, clear: 27 },
+      field: 'clear',
+      text: 'cannot be combined with hysteresis',
     },
+    { raw: { above: 30, clear: 31 }, field: 'clear', text: 'at or below the threshold' },
+    { raw: { below: 10, clear: 9 }, field: 'clear', text: 'at or above the threshold' },
+    { raw: { above: 30, clear: 'low' }, field: 'clear', text: 'must be a number, got "low"' },
+    { raw: { outside: [20, 80], clear: [10, 78] }, field: 'clear', text: 'must lie within' },
+    { raw: { outside: [20, 80], clear: 50 }, field: 'clear', text: 'must be a list [lo, hi]' },
+    { raw: { inside: [20, 80], clear: [25, 85] }, field: 'clear', text: 'must contain inside' },
   ])('$field: $text', ({ raw, field, text }) => {
     const result = parseThreshold(raw)
     expect(result.ok).toBe(false)
