@@ -360,7 +360,7 @@ describe('shipped config/rules.yaml: new rules stay quiet for test devices', () 
       transitions: 4,
       windowMs: 600_000,
     })
-    expect(byId.get('sensor-silent')).toMatchObject({ kind: 'deadman', silenceMs: 120_000 })
+    expect(byId.get('sensor-silent')).toMatchObject({ kind: 'deadman', silenceMs: 60_000 })
     expect(byId.get('greenhouse-warm-average')?.kind).toBe('mean-above')
   })
 })
