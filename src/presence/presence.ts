@@ -23,7 +23,8 @@ const OWNER = 'presence'
 
 /**
  * Owns `devices/{deviceId}/status` (retained): `online` while a connection speaks for the device,
- * `offline` once it is gone, `silent` while a deadman rule finds no readings from it. A device is
+ * `offline` once it is gone, `silent` while it is connected but a deadman rule finds no readings
+ * from it. A device is
  * a client id the gateway knows (registry or stored readings) or one that publishes readings for
  * itself; other clients (dashboards, mosquitto_sub) never show up as devices. Only changes are
  * published.
@@ -67,8 +68,9 @@ export function createPresence(deps: {
   deps.bus.on(OWNER, 'device.offline', ({ deviceId }) => setStatus(deviceId, 'offline'))
   deps.bus.on(OWNER, 'alert', (alert) => {
     if (alert.kind !== 'deadman') return
-    if (alert.state === 'firing') setStatus(alert.deviceId, 'silent')
-    else setStatus(alert.deviceId, connected.has(alert.deviceId) ? 'online' : 'offline')
+    // A disconnected device is silent too, but `offline` already says more.
+    if (!connected.has(alert.deviceId)) return
+    setStatus(alert.deviceId, alert.state === 'firing' ? 'silent' : 'online')
   })
 
   return {
