@@ -82,5 +82,7 @@ export const REJECT_REASONS = [
   'timestamp_out_of_range',
   'no_metrics',
   'bad_senml',
+  /** Valid on the wire, but the time-series store refused to keep it (its reason in `detail`). */
+  'store_rejected',
 ] as const
 export type RejectReason = (typeof REJECT_REASONS)[number]

@@ -80,3 +80,20 @@ export interface ReadingStore {
   latestAlerts(): Promise<Alert[]>
   close(): Promise<void>
 }
+
+/**
+ * A write the store refused for good (InfluxDB answers 4xx: a field type conflict, a point
+ * outside the retention policy). Retrying the same batch cannot succeed, so the writer splits it
+ * to find the refused points and dead-letters them with `reason`; their neighbours are stored.
+ * Any other error from a write is transient (network, 5xx, a locked file) and retried.
+ */
+export class StoreRejectedError extends Error {
+  /** The store's own words, for the dead letter. */
+  readonly reason: string
+
+  constructor(reason: string, options?: { cause?: unknown }) {
+    super(`store refused the write: ${reason}`, options)
+    this.name = 'StoreRejectedError'
+    this.reason = reason
+  }
+}
