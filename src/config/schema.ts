@@ -11,12 +11,15 @@ export interface GatewayConfig {
   logLevel: LogLevel
   logPretty: boolean | 'auto'
   store: {
-    kind: 'sqlite'
+    kind: 'sqlite' | 'influx'
     sqliteFile: string
     retentionMs: number
     maxBatchSize: number
     retryBaseMs: number
     retryMaxMs: number
+    influxUrl: string
+    influxRawRetentionMs: number
+    influxDownsampledRetentionMs: number
   }
   ingest: {
     maxPayloadBytes: number
@@ -78,6 +81,25 @@ function duration(minMs: number): Parse {
     if (ms < minMs) return fail(`must be at least ${minMs} ms, got ${ms}`)
     return ok(ms)
   }
+}
+
+function influxUrl(raw: unknown) {
+  const given = text(raw)
+  if (!given.ok) return given
+  let url: URL
+  try {
+    url = new URL(given.value as string)
+  } catch {
+    return fail(`must be a URL like http://127.0.0.1:8086/sensors, got ${show(raw)}`)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    return fail(`must be an http or https URL, got ${show(raw)}`)
+  }
+  const database = decodeURIComponent(url.pathname.replace(/^\/+|\/+$/g, ''))
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(database)) {
+    return fail(`must name the database as its path (http://host:8086/sensors), got ${show(raw)}`)
+  }
+  return ok(url.href)
 }
 
 function flag(raw: unknown) {
@@ -170,7 +192,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     env: 'STORE',
     default: 'sqlite',
     description: 'Time-series store',
-    parse: oneOf(['sqlite']),
+    parse: oneOf(['sqlite', 'influx']),
   },
   {
     path: 'store.sqliteFile',
@@ -206,6 +228,27 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     default: '10s',
     description: 'Longest retry delay after failed store writes',
     parse: duration(1),
+  },
+  {
+    path: 'store.influxUrl',
+    env: 'INFLUX_URL',
+    default: 'http://127.0.0.1:8086/sensors',
+    description: 'InfluxDB 1.x base URL; the path names the database (STORE=influx)',
+    parse: influxUrl,
+  },
+  {
+    path: 'store.influxRawRetentionMs',
+    env: 'INFLUX_RAW_RETENTION',
+    default: '30d',
+    description: 'Retention of raw readings in InfluxDB (policy "raw")',
+    parse: duration(3_600_000),
+  },
+  {
+    path: 'store.influxDownsampledRetentionMs',
+    env: 'INFLUX_DOWNSAMPLED_RETENTION',
+    default: '365d',
+    description: 'Retention of the 1-minute aggregates in InfluxDB (policy "downsampled")',
+    parse: duration(3_600_000),
   },
   {
     path: 'ingest.maxPayloadBytes',

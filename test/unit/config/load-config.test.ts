@@ -84,10 +84,34 @@ describe('loadConfig', () => {
     ],
     [
       { STORE: 'mongo' },
-      'STORE (store.kind, from environment): must be one of sqlite, got "mongo"',
+      'STORE (store.kind, from environment): must be one of sqlite, influx, got "mongo"',
     ],
   ])('rejects %j naming the key', (env, message) => {
     expect(configError(() => loadConfig(env)).message).toContain(message)
+  })
+
+  it.each([
+    ['ftp://db:8086/sensors', 'must be an http or https URL'],
+    ['http://db:8086/', 'must name the database as its path'],
+    ['not a url', 'must be a URL like http://127.0.0.1:8086/sensors'],
+  ])('rejects INFLUX_URL=%s', (url, message) => {
+    expect(configError(() => loadConfig({ INFLUX_URL: url })).message).toContain(
+      `INFLUX_URL (store.influxUrl, from environment): ${message}`,
+    )
+  })
+
+  it('takes an InfluxDB store with its URL and retentions', () => {
+    const config = loadConfig({
+      STORE: 'influx',
+      INFLUX_URL: 'http://db:8086/farm',
+      INFLUX_RAW_RETENTION: '7d',
+    })
+    expect(config.store).toMatchObject({
+      kind: 'influx',
+      influxUrl: 'http://db:8086/farm',
+      influxRawRetentionMs: 7 * 86_400_000,
+      influxDownsampledRetentionMs: 365 * 86_400_000,
+    })
   })
 
   it('reports every problem at once, not just the first', () => {
