@@ -1,9 +1,10 @@
 import type { EventBus } from '../bus/event-bus.ts'
 import type { StoreError } from '../bus/events.ts'
+import { sensorTopic } from '../contract/topics.ts'
 import type { Alert, Reading } from '../contract/types.ts'
 import { ERROR_CODES, GatewayError } from '../errors.ts'
 import type { Logger } from '../telemetry/logger.ts'
-import type { ReadingStore } from './reading-store.ts'
+import { type ReadingStore, StoreRejectedError } from './reading-store.ts'
 
 export interface StoreWriter {
   /** Queues readings for the next group commit; resolves once they are committed to the store. */
@@ -22,6 +23,9 @@ export interface StoreWriterStats {
   readingsWritten: number
   alertsWritten: number
   writeErrors: number
+  /** Readings and alerts the store refused for good: dead-lettered, not retried. */
+  refusedReadings: number
+  refusedAlerts: number
 }
 
 export interface StoreWriterDeps {
@@ -128,6 +132,10 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
   let flushWaiters: Waiter[] = []
 
   let current: Batch | undefined
+  /** Halves of a batch the store refused, written (in order) before anything newer. */
+  let splits: Batch[] = []
+  let refusedReadings = 0
+  let refusedAlerts = 0
   let lastKind: Kind = 'alerts'
   let scheduled = false
   let inFlight = false
@@ -172,7 +180,7 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
     scheduled = false
     retryTimer = undefined
     if (inFlight || fatal) return
-    current ??= nextBatch()
+    current ??= splits.shift() ?? nextBatch()
     const batch = current
     if (batch === undefined) return
     inFlight = true
@@ -218,6 +226,10 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
   }
 
   function onFailed(batch: Batch, err: unknown): void {
+    if (err instanceof StoreRejectedError) {
+      onRefused(batch, err)
+      return
+    }
     batch.attempts++
     writeErrors++
     failedAttempts++
@@ -246,6 +258,57 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
     // Outside shutdown a retry must not keep the process alive; during close it must, or the
     // process could exit before the data is written.
     if (!closing) retryTimer.unref()
+  }
+
+  /**
+   * The store refused the batch for good (STYLE habit 7): retrying it whole cannot succeed, so it
+   * is split in halves until the refused items stand alone. Those are dead-lettered with the
+   * store's reason and count as done (their devices are not asked to resend something the store
+   * will never take); every other item of the batch is written.
+   */
+  function onRefused(batch: Batch, err: StoreRejectedError): void {
+    current = undefined
+    if (batch.items.length > 1) {
+      const half = Math.ceil(batch.items.length / 2)
+      splits = [
+        { kind: batch.kind, items: batch.items.slice(0, half) as Reading[] | Alert[], attempts: 0 },
+        { kind: batch.kind, items: batch.items.slice(half) as Reading[] | Alert[], attempts: 0 },
+        ...splits,
+      ]
+      schedule()
+      return
+    }
+    const ts = Date.now()
+    if (batch.kind === 'readings') {
+      const reading = batch.items[0] as Reading
+      refusedReadings++
+      committedReadings++
+      bus.emit('reading.rejected', {
+        deviceId: reading.deviceId,
+        clientId: null,
+        deadLetter: {
+          topic: sensorTopic(reading.deviceId, reading.metric),
+          reason: 'store_rejected',
+          detail: err.reason,
+          payload: JSON.stringify(reading),
+          payloadEncoding: 'utf8',
+          ts,
+        },
+      })
+    } else {
+      const alert = batch.items[0] as Alert
+      refusedAlerts++
+      committedAlerts++
+      log.error({ alert, reason: err.reason }, 'alert transition refused by the store')
+    }
+    bus.emit('store.error', {
+      operation: batch.kind === 'readings' ? 'write_readings' : 'write_alerts',
+      message: err.message,
+      count: 1,
+      ts,
+    })
+    releaseWaiters()
+    schedule()
   }
 
   /** At close with the store still failing: fail everyone still waiting, and say how much. */
@@ -320,7 +383,10 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
         schedule()
       }
       closePromise = flush().then(() => {
-        log.info({ batchesWritten, readingsWritten: committedReadings }, 'store writer closed')
+        log.info(
+          { batchesWritten, readingsWritten: committedReadings - refusedReadings, refusedReadings },
+          'store writer closed',
+        )
       })
       return closePromise
     },
@@ -330,9 +396,11 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
         pendingReadings: acceptedReadings - committedReadings,
         pendingAlerts: acceptedAlerts - committedAlerts,
         batchesWritten,
-        readingsWritten: committedReadings,
-        alertsWritten: committedAlerts,
+        readingsWritten: committedReadings - refusedReadings,
+        alertsWritten: committedAlerts - refusedAlerts,
         writeErrors,
+        refusedReadings,
+        refusedAlerts,
       }
     },
   }

@@ -2,10 +2,10 @@ import { EventEmitter, once } from 'node:events'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createEventBus, type EventBus } from '../../../src/bus/event-bus.ts'
-import type { StoreError } from '../../../src/bus/events.ts'
+import type { ReadingRejected, StoreError } from '../../../src/bus/events.ts'
 import type { Alert, Reading } from '../../../src/contract/types.ts'
 import { ERROR_CODES } from '../../../src/errors.ts'
-import type { ReadingStore } from '../../../src/store/reading-store.ts'
+import { type ReadingStore, StoreRejectedError } from '../../../src/store/reading-store.ts'
 import { createSqliteStore } from '../../../src/store/sqlite-store.ts'
 import {
   createStoreWriter,
@@ -35,6 +35,8 @@ interface FaultInjector {
   failures: number
   /** Holds writeReadings calls until the returned function is called. */
   hold(): () => void
+  /** Readings the store refuses for good (a 4xx from InfluxDB). */
+  refuse: (reading: Reading) => boolean
 }
 
 function injectFaults(inner: ReadingStore): FaultInjector {
@@ -45,6 +47,7 @@ function injectFaults(inner: ReadingStore): FaultInjector {
     committed: [],
     events: new EventEmitter(),
     failures: 0,
+    refuse: () => false,
     hold() {
       let release = () => {}
       gate = new Promise((resolve) => {
@@ -64,6 +67,10 @@ function injectFaults(inner: ReadingStore): FaultInjector {
         if (injector.attempts <= injector.failures) {
           throw new Error(`disk I/O error (injected, attempt ${injector.attempts})`)
         }
+        // Like InfluxDB's 400: one point the store will never take fails the whole request.
+        const refused = readings.find((r) => injector.refuse(r))
+        if (refused)
+          throw new StoreRejectedError(`field type conflict on ${refused.metric} (injected)`)
         if (gate) await gate
         await inner.writeReadings(readings)
         injector.committed.push([...readings])
@@ -138,6 +145,8 @@ describe('store writer', () => {
       readingsWritten: 1000,
       alertsWritten: 0,
       writeErrors: 0,
+      refusedReadings: 0,
+      refusedAlerts: 0,
     })
   })
 
@@ -254,6 +263,30 @@ describe('store writer', () => {
       readingsWritten: 25,
       writeErrors: 3,
     })
+  })
+
+  it('isolates readings the store refuses for good: dead-lettered with its reason, the rest stored', async () => {
+    faults.refuse = (r) => r.value === 13 || r.value === 77
+    const letters: ReadingRejected[] = []
+    bus.on('test', 'reading.rejected', (event) => letters.push(event))
+    const writer = createWriter({ maxBatchSize: 100 })
+    const input = readings(100)
+    // Every accept resolves: a refused reading is answered (and dead-lettered), not retried forever.
+    await Promise.all(input.map((r) => writer.accept([r])))
+    expect(await stored()).toEqual(input.filter((r) => r.value !== 13 && r.value !== 77))
+    expect(letters.map((l) => [l.deviceId, l.deadLetter.reason, l.deadLetter.topic])).toEqual([
+      ['dev-1', 'store_rejected', 'sensors/dev-1/temperature'],
+      ['dev-1', 'store_rejected', 'sensors/dev-1/temperature'],
+    ])
+    expect(letters[0]?.deadLetter.detail).toBe('field type conflict on temperature (injected)')
+    expect(JSON.parse(letters[1]?.deadLetter.payload ?? '{}')).toEqual(input[77])
+    expect(writer.stats()).toMatchObject({
+      readingsWritten: 98,
+      refusedReadings: 2,
+      pendingReadings: 0,
+    })
+    // Halving finds two bad points in 100 with a few dozen requests, not one per reading.
+    expect(faults.attempts).toBeLessThan(40)
   })
 
   it('backs off exponentially from retryBaseMs up to retryMaxMs', async () => {

@@ -1,0 +1,242 @@
+/**
+ * A throwaway InfluxDB 1.x server for tests and benchmarks: its own temp folder, two free loopback
+ * ports, no auth, quiet logs. `startInfluxd()` resolves once `GET /ping` answers 204; `stop()`
+ * ends that one process (by PID) and deletes its folder.
+ *
+ * As a CLI (`node --import tsx scripts/influxd.ts`) it starts one, prints `{"url":...,"pid":...}`
+ * as one JSON line on stdout and stops it on SIGINT or SIGTERM.
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export interface InfluxdOptions {
+  /** Receives influxd's stderr and stdout, line by line (it is quiet unless something is wrong). */
+  log?: (line: string) => void
+}
+
+export interface RunningInfluxd {
+  /** `http://127.0.0.1:PORT`, without a database path. */
+  url: string
+  httpPort: number
+  pid: number
+  /** SIGTERM, SIGKILL after STOP_GRACE_MS, then the temp folder is removed. Idempotent. */
+  stop(): Promise<void>
+}
+
+export const NOT_INSTALLED_MESSAGE = 'InfluxDB is not installed: apt-get install influxdb'
+
+const HOST = '127.0.0.1'
+const READY_TIMEOUT_MS = 20_000
+const READY_POLL_MS = 50
+const STOP_GRACE_MS = 5_000
+/** Each /ping is bounded so a server that accepts but never answers cannot stall the wait. */
+const PING_TIMEOUT_MS = 1_000
+const STDERR_TAIL_CHARS = 4_000
+/** The ports are found free, then bound by influxd: another process can take one in between. */
+const START_ATTEMPTS = 3
+
+export async function startInfluxd(options: InfluxdOptions = {}): Promise<RunningInfluxd> {
+  let lastError: unknown
+  for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
+    try {
+      return await startOnce(options)
+    } catch (err) {
+      lastError = err
+      // Only a lost port race is worth another try; anything else would fail the same way.
+      if (!(err instanceof Error && /address already in use/i.test(err.message))) throw err
+    }
+  }
+  throw lastError
+}
+
+async function startOnce(options: InfluxdOptions): Promise<RunningInfluxd> {
+  const [httpPort, rpcPort] = await freePorts(2)
+  const dir = await mkdtemp(join(tmpdir(), 'influxd-'))
+  const removeDir = () => rm(dir, { recursive: true, force: true })
+  const configFile = join(dir, 'influxdb.conf')
+  await writeFile(configFile, configText(dir, httpPort as number, rpcPort as number))
+
+  let child: ChildProcess
+  try {
+    child = await spawnInfluxd(configFile)
+  } catch (err) {
+    await removeDir()
+    throw err
+  }
+  const pid = child.pid as number
+
+  let stderrTail = ''
+  const onOutput = (chunk: Buffer) => {
+    const text = chunk.toString('utf8')
+    stderrTail = (stderrTail + text).slice(-STDERR_TAIL_CHARS)
+    if (options.log) for (const line of text.split('\n')) if (line.trim()) options.log(line)
+  }
+  child.stderr?.on('data', onOutput)
+  child.stdout?.on('data', onOutput)
+  const exited = once(child, 'exit').then(([code, signal]) => (code ?? signal) as number | string)
+
+  let stopping: Promise<void> | undefined
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        process.kill(pid, 'SIGTERM')
+        const killTimer = setTimeout(() => {
+          if (child.exitCode === null && child.signalCode === null) process.kill(pid, 'SIGKILL')
+        }, STOP_GRACE_MS)
+        await exited
+        clearTimeout(killTimer)
+      }
+      await removeDir()
+    })()
+    return stopping
+  }
+
+  const url = `http://${HOST}:${httpPort}`
+  try {
+    await waitForPing(url, exited, () => stderrTail)
+  } catch (err) {
+    await stop()
+    throw err
+  }
+  return { url, httpPort: httpPort as number, pid, stop }
+}
+
+/** Spawns influxd, turning a missing binary into the one message that says what to install. */
+async function spawnInfluxd(configFile: string): Promise<ChildProcess> {
+  const child = spawn('influxd', ['-config', configFile], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  // 'spawn' or 'error' comes first: ENOENT is reported through 'error', never as an exit.
+  await new Promise<void>((resolve, reject) => {
+    child.once('spawn', resolve)
+    child.once('error', (err: NodeJS.ErrnoException) => {
+      reject(
+        err.code === 'ENOENT'
+          ? new Error(NOT_INSTALLED_MESSAGE, { cause: err })
+          : new Error(`cannot start influxd: ${err.message}`, { cause: err }),
+      )
+    })
+  })
+  return child
+}
+
+async function waitForPing(
+  url: string,
+  exited: Promise<number | string>,
+  stderrTail: () => string,
+): Promise<void> {
+  let exitedWith: number | string | undefined
+  void exited.then((code) => {
+    exitedWith = code
+  })
+  const deadline = Date.now() + READY_TIMEOUT_MS
+  for (;;) {
+    if (exitedWith !== undefined) {
+      throw new Error(`influxd exited (${exitedWith}) before it was ready:\n${stderrTail().trim()}`)
+    }
+    try {
+      const res = await fetch(`${url}/ping`, { signal: AbortSignal.timeout(PING_TIMEOUT_MS) })
+      await res.arrayBuffer()
+      if (res.status === 204) return
+    } catch {
+      // Not listening yet.
+    }
+    if (Date.now() >= deadline) {
+      throw new Error(
+        `influxd did not answer ${url}/ping within ${READY_TIMEOUT_MS} ms:\n${stderrTail().trim()}`,
+      )
+    }
+    await Promise.race([new Promise((resolve) => setTimeout(resolve, READY_POLL_MS)), exited])
+  }
+}
+
+/** Ports the OS hands out for port 0 on loopback, all held at once so they differ. */
+async function freePorts(count: number): Promise<number[]> {
+  const servers = Array.from({ length: count }, () => createServer())
+  try {
+    return await Promise.all(
+      servers.map(
+        (server) =>
+          new Promise<number>((resolve, reject) => {
+            server.once('error', reject)
+            server.listen(0, HOST, () => {
+              const address = server.address()
+              if (address !== null && typeof address === 'object') resolve(address.port)
+              else reject(new Error('no port assigned'))
+            })
+          }),
+      ),
+    )
+  } finally {
+    await Promise.all(
+      servers.map((server) => new Promise((resolve) => server.close(() => resolve(undefined)))),
+    )
+  }
+}
+
+function configText(dir: string, httpPort: number, rpcPort: number): string {
+  const path = (name: string) => JSON.stringify(join(dir, name))
+  // Upstream spells the switch `reporting-disabled`; Debian's package patches it into
+  // `reporting-enabled`. influxd ignores keys it does not know, so both are set.
+  return `reporting-disabled = true
+reporting-enabled = false
+bind-address = "${HOST}:${rpcPort}"
+
+[meta]
+  dir = ${path('meta')}
+  logging-enabled = false
+
+[data]
+  dir = ${path('data')}
+  wal-dir = ${path('wal')}
+  query-log-enabled = false
+
+[monitor]
+  store-enabled = false
+
+[subscriber]
+  enabled = false
+
+[http]
+  enabled = true
+  bind-address = "${HOST}:${httpPort}"
+  auth-enabled = false
+  log-enabled = false
+  pprof-enabled = false
+
+[logging]
+  level = "error"
+  suppress-logo = true
+
+[continuous_queries]
+  log-enabled = false
+`
+}
+
+async function main(): Promise<void> {
+  const server = await startInfluxd({ log: (line) => process.stderr.write(`${line}\n`) })
+  process.stdout.write(`${JSON.stringify({ url: server.url, pid: server.pid })}\n`)
+  const shutdown = () => {
+    server.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`)
+        process.exit(1)
+      },
+    )
+  }
+  process.once('SIGINT', shutdown)
+  process.once('SIGTERM', shutdown)
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`)
+    process.exit(1)
+  })
+}
