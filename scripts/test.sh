@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (README): sets up what the tests need on a fresh Debian machine, then runs
 # the type check, the linter and every test. Safe to run again: it installs only what is missing.
+# Services (InfluxDB) are started by the tests themselves, on free ports, and stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,8 @@ apt_install() {
 
 apt_install mosquitto_pub mosquitto-clients
 apt_install docker-compose docker-compose
+# The InfluxDB tests start their own influxd (scripts/influxd.ts) on free loopback ports.
+apt_install influxd influxdb
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "npm ci"
