@@ -30,6 +30,8 @@ apt_install mosquitto_pub mosquitto-clients
 apt_install docker-compose docker-compose
 # The InfluxDB tests start their own influxd (scripts/influxd.ts) on free loopback ports.
 apt_install influxd influxdb
+# The dashboard's browser tests drive Debian's Chromium through playwright-core (never a download).
+apt_install chromium chromium
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "npm ci"
