@@ -84,9 +84,9 @@ async function startOnce(options: InfluxdOptions): Promise<RunningInfluxd> {
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       if (child.exitCode === null && child.signalCode === null) {
-        process.kill(pid, 'SIGTERM')
+        signal(pid, 'SIGTERM')
         const killTimer = setTimeout(() => {
-          if (child.exitCode === null && child.signalCode === null) process.kill(pid, 'SIGKILL')
+          if (child.exitCode === null && child.signalCode === null) signal(pid, 'SIGKILL')
         }, STOP_GRACE_MS)
         await exited
         clearTimeout(killTimer)
@@ -104,6 +104,15 @@ async function startOnce(options: InfluxdOptions): Promise<RunningInfluxd> {
     throw err
   }
   return { url, httpPort: httpPort as number, pid, stop }
+}
+
+/** Signals our influxd by its PID; it may have exited on its own in the meantime. */
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err
+  }
 }
 
 /** Spawns influxd, turning a missing binary into the one message that says what to install. */

@@ -1,5 +1,4 @@
 import type { AddressInfo } from 'node:net'
-import path from 'node:path'
 import { createAlertPublisher } from './alerts/alert-publisher.ts'
 import { guardGatewayTopics } from './broker/gateway-topics-guard.ts'
 import { createMqttBroker } from './broker/mqtt-broker.ts'
@@ -16,8 +15,8 @@ import { loadRulesFile } from './rules/load-rules.ts'
 import { createRuleEngine } from './rules/rule-engine.ts'
 import { createRulesView } from './rules/rules-view.ts'
 import { type RulesWatcher, watchRulesFile } from './rules/rules-watcher.ts'
+import { openStore } from './store/open-store.ts'
 import type { ReadingStore } from './store/reading-store.ts'
-import { createSqliteStore } from './store/sqlite-store.ts'
 import { createStoreWriter } from './store/store-writer.ts'
 import type { Logger } from './telemetry/logger.ts'
 
@@ -53,11 +52,7 @@ export async function createGateway(
   const bus = createEventBus(log.child({ module: 'bus' }))
   const registry = await loadDeviceRegistry(config.devicesFile)
   const rules = await loadRulesFile(config.rulesFile)
-  const store = createSqliteStore({
-    file: path.resolve(config.dataDir, config.store.sqliteFile),
-    retentionMs: config.store.retentionMs || undefined,
-    log,
-  })
+  const store = await openStore(config, log)
   const writer = createStoreWriter(
     { store, bus, log },
     {
