@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net'
 import { createAlertPublisher } from './alerts/alert-publisher.ts'
 import { guardGatewayTopics } from './broker/gateway-topics-guard.ts'
 import { createMqttBroker } from './broker/mqtt-broker.ts'
+import { attachMqttWebSocket, MQTT_WEBSOCKET_PATH } from './broker/websocket.ts'
 import { createEventBus, type EventBus } from './bus/event-bus.ts'
 import type { GatewayConfig } from './config/schema.ts'
 import { listenError } from './errors.ts'
@@ -19,6 +20,9 @@ import { openStore } from './store/open-store.ts'
 import type { ReadingStore } from './store/reading-store.ts'
 import { createStoreWriter } from './store/store-writer.ts'
 import type { Logger } from './telemetry/logger.ts'
+import { createMetrics } from './telemetry/metrics.ts'
+import { createReadinessCheck } from './telemetry/readiness.ts'
+import { createStoreMonitor } from './telemetry/store-monitor.ts'
 
 export interface GatewayAddresses {
   mqtt: AddressInfo
@@ -53,8 +57,10 @@ export async function createGateway(
   const registry = await loadDeviceRegistry(config.devicesFile)
   const rules = await loadRulesFile(config.rulesFile)
   const store = await openStore(config, log)
+  // The writer's store is timed (write latency, outcome) for metrics and readiness.
+  const storeMonitor = createStoreMonitor(store)
   const writer = createStoreWriter(
-    { store, bus, log },
+    { store: storeMonitor.store, bus, log },
     {
       maxBatchSize: config.store.maxBatchSize,
       retryBaseMs: config.store.retryBaseMs,
@@ -87,7 +93,16 @@ export async function createGateway(
   )
   const alertPublisher = createAlertPublisher({ bus, publisher: broker, log })
   const engine = createRuleEngine({ bus, log, registry }, rules)
-  const http = createHttpServer({ store, log, rules: createRulesView(engine, { registry }) })
+  const metrics = createMetrics({ bus, writer, broker, engine, storeMonitor })
+  const http = createHttpServer({
+    store,
+    log,
+    rules: createRulesView(engine, { registry }),
+    metrics,
+    readiness: createReadinessCheck({ storeMonitor, broker, log }),
+  })
+  // MQTT over WebSocket on the HTTP port; http.close() closes its clients first.
+  attachMqttWebSocket({ http, broker, log }, { path: MQTT_WEBSOCKET_PATH })
   let rulesWatcher: RulesWatcher | null = null
 
   /** Brings rule state, retained topics and presence back to what the store says. */
@@ -143,6 +158,7 @@ export async function createGateway(
       alertPublisher.stop()
       deadLetters.stop()
       presence.stop()
+      metrics.stop()
       await store.close()
       log.info({ ...ingest.stats(), rejectedByReason: deadLetters.counts() }, 'gateway stopped')
     })()

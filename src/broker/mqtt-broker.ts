@@ -1,5 +1,7 @@
 import { once } from 'node:events'
+import type { IncomingMessage } from 'node:http'
 import { type AddressInfo, createServer, type Server } from 'node:net'
+import type { Duplex } from 'node:stream'
 import { Aedes, type AedesOptions } from 'aedes'
 import { listenError } from '../errors.ts'
 import type { Logger } from '../telemetry/logger.ts'
@@ -29,6 +31,25 @@ export interface MqttBroker extends MqttPublisher {
   /** Disconnects every client and stops the broker. */
   close(): Promise<void>
   connectedClients(): number
+  /**
+   * Serves one MQTT connection arriving on another transport (WebSocket): the same broker, so the
+   * same hooks. `req` is the HTTP upgrade request. After close() the stream is destroyed.
+   */
+  handleConnection(stream: Duplex, req?: IncomingMessage): void
+  /** True while the TCP listener accepts connections. */
+  isListening(): boolean
+  /** Message counts since start; read when metrics are scraped. */
+  messageCounts(): MqttMessageCounts
+}
+
+export interface MqttMessageCounts {
+  /** PUBLISH packets from clients that the broker accepted (authorizePublish let through). */
+  in: number
+  /**
+   * PUBLISH packets the broker forwarded to subscribing clients: live, retained at subscribe,
+   * and queued while offline. Counted when Aedes authorises the forward, just before the write.
+   */
+  out: number
 }
 
 export async function createMqttBroker(
@@ -36,9 +57,22 @@ export async function createMqttBroker(
   hooks: BrokerHooks,
 ): Promise<MqttBroker> {
   const log = deps.log.child({ module: 'broker' })
-  const aedes = await Aedes.createBroker({ authorizePublish: hooks.authorizePublish })
+  const counts: MqttMessageCounts = { in: 0, out: 0 }
+  const aedes = await Aedes.createBroker({
+    authorizePublish: hooks.authorizePublish,
+    // Aedes' own default returns the packet as is; this one only counts it.
+    authorizeForward: (_client, packet) => {
+      counts.out++
+      return packet
+    },
+  })
   let server: Server | null = null
   let serverClosed: Promise<void> = Promise.resolve()
+
+  aedes.on('publish', (_packet, client) => {
+    // client is null for the broker's own publishes (alerts, status, dead letters, $SYS).
+    if (client) counts.in++
+  })
 
   aedes.on('clientReady', (client) => {
     log.debug({ clientId: client.id }, 'client connected')
@@ -106,6 +140,19 @@ export async function createMqttBroker(
     },
     connectedClients() {
       return aedes.connectedClients
+    },
+    handleConnection(stream, req) {
+      if (aedes.closed) {
+        stream.destroy()
+        return
+      }
+      aedes.handle(stream, req)
+    },
+    isListening() {
+      return server?.listening === true
+    },
+    messageCounts() {
+      return { ...counts }
     },
   }
   return broker

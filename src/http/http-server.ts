@@ -7,12 +7,17 @@ import Fastify, {
 } from 'fastify'
 import type { ReadingStore } from '../store/reading-store.ts'
 import type { Logger } from '../telemetry/logger.ts'
+import { createStoreMonitor } from '../telemetry/store-monitor.ts'
 import { errorHandler, notFoundHandler } from './errors.ts'
+import { describeOnly, registerOpenApi } from './openapi.ts'
 import { registerAggregateRoute } from './routes/aggregate.ts'
 import { registerAlertsRoute } from './routes/alerts.ts'
+import { registerDashboardRoutes } from './routes/dashboard.ts'
 import { registerDevicesRoute } from './routes/devices.ts'
 import { registerHealthRoute } from './routes/health.ts'
+import { type MetricsEndpoint, registerMetricsRoute } from './routes/metrics.ts'
 import { registerReadingsRoute } from './routes/readings.ts'
+import { type ReadinessCheck, registerReadyRoute } from './routes/ready.ts'
 import { type RulesView, registerRulesRoutes } from './routes/rules.ts'
 
 export type { DryRunResult, RulesView, RuleView } from './routes/rules.ts'
@@ -24,6 +29,10 @@ export interface HttpServerDeps {
   now?: () => number
   /** The loaded rules and a dry run; without it `/api/rules*` answer 503 `rules_unavailable`. */
   rules?: RulesView
+  /** `GET /metrics`; without it the route does not exist. */
+  metrics?: MetricsEndpoint
+  /** `GET /readyz`; without it readiness is a probe of `store` alone. */
+  readiness?: ReadinessCheck
 }
 
 export interface HttpServerOptions {
@@ -60,13 +69,33 @@ export function createHttpServer(
   app.setErrorHandler(errorHandler)
   app.setNotFoundHandler(notFoundHandler)
 
-  registerHealthRoute(app)
-  registerDevicesRoute(app, ctx)
-  registerReadingsRoute(app, ctx)
-  registerAggregateRoute(app, ctx)
-  registerAlertsRoute(app, ctx)
-  registerRulesRoutes(app, deps.rules)
+  const readiness = deps.readiness ?? storeReadiness(deps.store)
+
+  // The OpenAPI generator sees only routes registered after it has loaded, hence the API routes
+  // in a plugin of their own; in that context the schemas are documentation (see openapi.ts).
+  registerOpenApi(app)
+  app.register(async (api) => {
+    describeOnly(api)
+    registerHealthRoute(api)
+    registerReadyRoute(api, readiness)
+    if (deps.metrics) registerMetricsRoute(api, deps.metrics)
+    registerDevicesRoute(api, ctx)
+    registerReadingsRoute(api, ctx)
+    registerAggregateRoute(api, ctx)
+    registerAlertsRoute(api, ctx)
+    registerRulesRoutes(api, deps.rules)
+  })
+  registerDashboardRoutes(app)
   return app
+}
+
+/** Readiness of a server without the gateway around it (tests): the store answers a probe. */
+function storeReadiness(store: ReadingStore): ReadinessCheck {
+  const monitor = createStoreMonitor(store)
+  return async () => {
+    const { up } = await monitor.check()
+    return { ready: up, checks: { store: up ? 'up' : 'down' } }
+  }
 }
 
 /** Fastify logs two info lines per request by default; one debug line is enough. */

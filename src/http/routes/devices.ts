@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { LatestReading } from '../../store/reading-store.ts'
 import { fromStore, sendBadRequest } from '../errors.ts'
+import { BAD_REQUEST, identifierSchema, STORE_UNAVAILABLE } from '../openapi.ts'
 import { isoTime } from '../present.ts'
 import { parseNoQuery } from '../query-params.ts'
 import type { RouteContext } from './route-context.ts'
@@ -19,9 +20,56 @@ export interface DeviceJson {
   metrics: Record<string, DeviceMetricJson>
 }
 
+/** OpenAPI description of `GET /api/devices`; it takes no query parameters. */
+export const DEVICES_SCHEMA = {
+  tags: ['devices'],
+  summary: 'Every device with a stored reading, and its newest value per metric',
+  description: 'Sorted by device id; any query parameter is a 400.',
+  response: {
+    200: {
+      description: 'Devices',
+      type: 'object',
+      required: ['devices'],
+      additionalProperties: false,
+      properties: {
+        devices: {
+          type: 'array',
+          items: {
+            type: 'object',
+            required: ['id', 'lastSeen', 'lastSeenMs', 'metrics'],
+            additionalProperties: false,
+            properties: {
+              id: identifierSchema,
+              lastSeen: { type: 'string', format: 'date-time' },
+              lastSeenMs: { type: 'integer' },
+              metrics: {
+                type: 'object',
+                description: 'Metric id -> its newest reading',
+                additionalProperties: {
+                  type: 'object',
+                  required: ['value', 'ts', 'time'],
+                  additionalProperties: false,
+                  properties: {
+                    value: { type: 'number' },
+                    ts: { type: 'integer' },
+                    time: { type: 'string', format: 'date-time' },
+                    unit: { type: 'string' },
+                  },
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+    400: BAD_REQUEST,
+    503: STORE_UNAVAILABLE,
+  },
+} as const
+
 /** `GET /api/devices`: every device the store has a reading of, with its newest value per metric. */
 export function registerDevicesRoute(app: FastifyInstance, ctx: RouteContext): void {
-  app.get('/api/devices', async (request, reply) => {
+  app.get('/api/devices', { schema: DEVICES_SCHEMA }, async (request, reply) => {
     const query = parseNoQuery(request.query)
     if (!query.ok) return sendBadRequest(reply, query.message)
     const latest = await fromStore('latest', () => ctx.store.latest())

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { Alert, Severity } from '../../contract/types.ts'
+import { type Alert, SEVERITIES, type Severity } from '../../contract/types.ts'
 import { clientErrorStatus, errorHandler, sendBadRequest, sendError } from '../errors.ts'
+import { alertSchema, BAD_REQUEST, errorResponse, identifierSchema } from '../openapi.ts'
 import { type AlertJson, alertJson } from '../present.ts'
 import { parseNoQuery } from '../query-params.ts'
 
@@ -46,13 +47,121 @@ export const RULE_TEST_BODY_LIMIT_BYTES = 1_048_576
 
 const RULE_TEST_FIELDS = ['rule', 'readings'] as const
 
+const RULES_UNAVAILABLE = errorResponse('The rule engine is not available (`rules_unavailable`)')
+
+/** OpenAPI description of `GET /api/rules`; it takes no query parameters. */
+export const RULES_SCHEMA = {
+  tags: ['rules'],
+  summary: 'The rules in force',
+  description: 'As loaded from the rules file, with how many of their alerts fire now.',
+  response: {
+    200: {
+      description: 'Rules',
+      type: 'object',
+      required: ['rules'],
+      additionalProperties: false,
+      properties: {
+        rules: {
+          type: 'array',
+          items: {
+            type: 'object',
+            required: ['id', 'kind', 'severity', 'match', 'definition', 'firing'],
+            additionalProperties: false,
+            properties: {
+              id: identifierSchema,
+              kind: { type: 'string' },
+              severity: { type: 'string', enum: [...SEVERITIES] },
+              match: { description: 'Which devices and metrics the rule looks at, as compiled' },
+              definition: {
+                type: 'object',
+                additionalProperties: true,
+                description: 'The rule as written in the rules file',
+              },
+              firing: { type: 'integer', description: 'Alerts of the rule firing now' },
+            },
+          },
+        },
+      },
+    },
+    400: BAD_REQUEST,
+    503: RULES_UNAVAILABLE,
+  },
+} as const
+
+/** OpenAPI description of `POST /api/rules/test`; the handler validates the body. */
+export const RULE_TEST_SCHEMA = {
+  tags: ['rules'],
+  summary: 'Dry run: what a rule would publish for given readings',
+  description:
+    'Validates `rule` exactly as the rules file would take it and runs it over `readings` in a ' +
+    'private engine whose clock is reading time. Nothing in the running gateway changes. ' +
+    `Content-Type must be application/json; bodies over ${RULE_TEST_BODY_LIMIT_BYTES} bytes are refused.`,
+  body: {
+    type: 'object',
+    required: ['rule', 'readings'],
+    additionalProperties: false,
+    properties: {
+      rule: {
+        type: 'object',
+        additionalProperties: true,
+        description: 'One rule, as an entry of the rules file (id, kind, match, ...)',
+        examples: [
+          {
+            id: 'hot',
+            kind: 'threshold',
+            match: { metric: 'temperature' },
+            above: 30,
+            severity: 'major',
+          },
+        ],
+      },
+      readings: {
+        type: 'array',
+        items: {
+          type: 'object',
+          required: ['deviceId', 'metric', 'value', 'ts'],
+          additionalProperties: false,
+          properties: {
+            deviceId: identifierSchema,
+            metric: identifierSchema,
+            value: { type: 'number' },
+            ts: {
+              description: 'Epoch milliseconds, or ISO-8601 with an offset',
+              oneOf: [{ type: 'integer' }, { type: 'string', format: 'date-time' }],
+            },
+            unit: { type: 'string' },
+          },
+        },
+        examples: [
+          [{ deviceId: 'dev-1', metric: 'temperature', value: 31, ts: '2026-11-26T10:00:00Z' }],
+        ],
+      },
+    },
+  },
+  response: {
+    200: {
+      description: 'The transitions the rule would have published, in order',
+      type: 'object',
+      required: ['transitions'],
+      additionalProperties: false,
+      properties: { transitions: { type: 'array', items: alertSchema } },
+    },
+    400: errorResponse(
+      'The body is not valid JSON, or the rule or a reading is invalid: `errors` lists every problem',
+    ),
+    413: errorResponse('The body is larger than the limit'),
+    415: errorResponse('Content-Type is not application/json'),
+    503: RULES_UNAVAILABLE,
+  },
+} as const
+
 /**
  * `GET /api/rules` (the loaded rules and how many of their alerts fire now) and
  * `POST /api/rules/test` (what a rule would have done with given readings, touching nothing
  * live). Without a RulesView both answer 503 `rules_unavailable`.
  */
 export function registerRulesRoutes(app: FastifyInstance, rules: RulesView | undefined): void {
-  app.get('/api/rules', async (request, reply) => {
+  app.get('/api/rules', { schema: RULES_SCHEMA }, async (request, reply) => {
     const query = parseNoQuery(request.query)
     if (!query.ok) return sendBadRequest(reply, query.message)
     if (rules === undefined) return sendRulesUnavailable(reply)
@@ -62,6 +171,7 @@ export function registerRulesRoutes(app: FastifyInstance, rules: RulesView | und
   app.post(
     '/api/rules/test',
     {
+      schema: RULE_TEST_SCHEMA,
       bodyLimit: RULE_TEST_BODY_LIMIT_BYTES,
       // Before the body is read: a form post or a text body is refused without parsing it.
       onRequest: requireJsonContentType,

@@ -1,0 +1,249 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import type { MqttBroker } from '../broker/mqtt-broker.ts'
+import type { EventBus } from '../bus/event-bus.ts'
+import { type AlertState, REJECT_REASONS, SEVERITIES } from '../contract/types.ts'
+import type { RuleEngine } from '../rules/rule-engine.ts'
+import type { StoreWriter } from '../store/store-writer.ts'
+import type { StoreMonitor } from './store-monitor.ts'
+
+export interface MetricsDeps {
+  bus: EventBus
+  writer: Pick<StoreWriter, 'stats'>
+  broker: Pick<MqttBroker, 'connectedClients' | 'messageCounts'>
+  engine: Pick<RuleEngine, 'stats' | 'rules' | 'firingCounts'>
+  storeMonitor: Pick<StoreMonitor, 'onWrite' | 'check'>
+}
+
+export interface MetricsOptions {
+  /** Append the Node.js process metrics (CPU, memory, event-loop lag, GC); default true. */
+  processMetrics?: boolean
+}
+
+export interface GatewayMetrics {
+  /** This gateway's metrics only (`gateway_*`); the process metrics live in their own registry. */
+  readonly registry: Registry
+  /** Content-Type of render()'s text (Prometheus text format 0.0.4). */
+  readonly contentType: string
+  /** The Prometheus text of a scrape: the gateway's metrics, then the process's. */
+  render(): Promise<string>
+  /** Unsubscribes from the bus. */
+  stop(): void
+}
+
+const OWNER = 'metrics'
+const ALERT_STATES: readonly AlertState[] = ['firing', 'resolved']
+/** From well under a millisecond (SQLite group commit) to the InfluxDB write timeout. */
+const WRITE_SECONDS_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+]
+const EVENT_LOOP_MONITORING_PRECISION_MS = 10
+
+/**
+ * Prometheus metrics of one gateway (DESIGN §6, GET /metrics), in a registry of its own so that
+ * several gateways in one process (tests) never share or clash.
+ *
+ * Nothing here sits on the reading path beyond what it must: rare events (rejections, alerts) are
+ * counted from the bus as they happen, readings with a plain integer in a bus listener, and
+ * everything the modules already count (writer batches and errors, broker clients and messages,
+ * engine evaluations) is read from their stats when Prometheus scrapes, in `collect` callbacks.
+ * Store write latency comes from the StoreMonitor wrapped around the store the writer uses.
+ */
+export function createMetrics(deps: MetricsDeps, options: MetricsOptions = {}): GatewayMetrics {
+  const { bus, writer, broker, engine, storeMonitor } = deps
+  const registry = new Registry()
+  const registers = [registry]
+  let readingsAccepted = 0
+
+  bus.on(OWNER, 'reading', () => {
+    readingsAccepted++
+  })
+
+  new Counter({
+    name: 'gateway_readings_accepted_total',
+    help: 'Readings validated and committed to the store (each is then evaluated by the rules).',
+    registers,
+    collect() {
+      this.reset()
+      this.inc(readingsAccepted)
+    },
+  })
+
+  const rejected = new Counter({
+    name: 'gateway_publishes_rejected_total',
+    help: 'Publishes on sensors/... that were dead-lettered, by reason (store_rejected: refused by the store).',
+    labelNames: ['reason'],
+    registers,
+  })
+  for (const reason of REJECT_REASONS) rejected.inc({ reason }, 0)
+  bus.on(OWNER, 'reading.rejected', ({ deadLetter }) => {
+    rejected.inc({ reason: deadLetter.reason })
+  })
+
+  const alerts = new Counter({
+    name: 'gateway_alerts_total',
+    help: 'Alert transitions published, by state and severity (flapping notices included).',
+    labelNames: ['state', 'severity'],
+    registers,
+  })
+  for (const state of ALERT_STATES) {
+    for (const severity of SEVERITIES) alerts.inc({ state, severity }, 0)
+  }
+  bus.on(OWNER, 'alert', ({ state, severity }) => {
+    alerts.inc({ state, severity })
+  })
+
+  new Counter({
+    name: 'gateway_store_batches_total',
+    help: 'Write calls (batches of readings or alerts) the store committed.',
+    registers,
+    collect() {
+      this.reset()
+      this.inc(writer.stats().batchesWritten)
+    },
+  })
+
+  new Counter({
+    name: 'gateway_store_write_errors_total',
+    help: 'Write calls that failed and were retried (store unreachable, timeout, 5xx, locked file).',
+    registers,
+    collect() {
+      this.reset()
+      this.inc(writer.stats().writeErrors)
+    },
+  })
+
+  const writeSeconds = new Histogram({
+    name: 'gateway_store_write_seconds',
+    help: 'Duration of one write call to the store, by kind (readings, alerts) and outcome (ok, refused, error).',
+    labelNames: ['kind', 'outcome'],
+    buckets: WRITE_SECONDS_BUCKETS,
+    registers,
+  })
+  storeMonitor.onWrite(({ kind, outcome, seconds }) => {
+    writeSeconds.observe({ kind, outcome }, seconds)
+  })
+
+  new Gauge({
+    name: 'gateway_store_pending_readings',
+    help: 'Readings accepted but not yet committed (the write queue; QoS 1 devices wait for these).',
+    registers,
+    collect() {
+      this.set(writer.stats().pendingReadings)
+    },
+  })
+
+  new Gauge({
+    name: 'gateway_store_up',
+    help: '1 when the store answers a probe read in time and the last write succeeded, else 0.',
+    registers,
+    async collect() {
+      this.set((await storeMonitor.check()).up ? 1 : 0)
+    },
+  })
+
+  new Gauge({
+    name: 'gateway_mqtt_clients_connected',
+    help: 'MQTT clients connected now, over TCP and WebSocket.',
+    registers,
+    collect() {
+      this.set(broker.connectedClients())
+    },
+  })
+
+  new Counter({
+    name: 'gateway_mqtt_messages_in_total',
+    help: 'PUBLISH packets received from clients and accepted by the broker.',
+    registers,
+    collect() {
+      this.reset()
+      this.inc(broker.messageCounts().in)
+    },
+  })
+
+  new Counter({
+    name: 'gateway_mqtt_messages_out_total',
+    help: 'PUBLISH packets forwarded to subscribers (live, retained on subscribe, queued offline), one per subscriber.',
+    registers,
+    collect() {
+      this.reset()
+      this.inc(broker.messageCounts().out)
+    },
+  })
+
+  new Gauge({
+    name: 'gateway_rules_loaded',
+    help: 'Rules in force.',
+    registers,
+    collect() {
+      this.set(engine.rules().length)
+    },
+  })
+
+  new Gauge({
+    name: 'gateway_alerts_firing',
+    help: 'Alerts (rule, device) whose current state is firing.',
+    registers,
+    collect() {
+      let firing = 0
+      for (const count of engine.firingCounts().values()) firing += count
+      this.set(firing)
+    },
+  })
+
+  new Counter({
+    name: 'gateway_rule_evaluations_total',
+    help: 'Rule handler evaluations (a reading times each rule and metric it matches).',
+    registers,
+    collect() {
+      this.reset()
+      this.inc(engine.stats().evaluations)
+    },
+  })
+
+  new Counter({
+    name: 'gateway_rule_handler_errors_total',
+    help: 'Rule handler evaluations that threw (the reading is kept; the rule skipped it).',
+    registers,
+    collect() {
+      this.reset()
+      this.inc(engine.stats().handlerErrors)
+    },
+  })
+
+  const includeProcess = options.processMetrics ?? true
+  // Started now, so the first scrape's event-loop lag covers the time since.
+  if (includeProcess) processRegistry()
+
+  return {
+    registry,
+    contentType: registry.contentType,
+    async render() {
+      const own = await registry.metrics()
+      if (!includeProcess) return own
+      return `${own}\n${await processRegistry().metrics()}`
+    },
+    stop() {
+      bus.removeOwner(OWNER)
+    },
+  }
+}
+
+let sharedProcessRegistry: Registry | undefined
+
+/**
+ * The Node.js process metrics (prom-client's default metrics: CPU, memory, handles, event-loop
+ * lag, GC), collected once per process into a registry of their own and appended to every
+ * gateway's scrape. They describe the process, not a gateway, and prom-client's collectors cannot
+ * be stopped (an event-loop delay histogram and a GC observer per call), so collecting them per
+ * gateway would leak one of each for every gateway a test starts.
+ */
+function processRegistry(): Registry {
+  if (sharedProcessRegistry === undefined) {
+    sharedProcessRegistry = new Registry()
+    collectDefaultMetrics({
+      register: sharedProcessRegistry,
+      eventLoopMonitoringPrecision: EVENT_LOOP_MONITORING_PRECISION_MS,
+    })
+  }
+  return sharedProcessRegistry
+}
