@@ -39,6 +39,7 @@ import {
   type AggregateFunction,
   type AggregateQuery,
   type AlertQuery,
+  assertBucketWidth,
   type Bucket,
   type LatestReading,
   type ReadingQuery,
@@ -469,12 +470,7 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
 
     async aggregate(q: AggregateQuery) {
       assertOpen()
-      if (!(Number.isInteger(q.everyMs) && q.everyMs > 0)) {
-        throw new GatewayError(
-          ERROR_CODES.store,
-          `everyMs must be a positive integer, got ${q.everyMs}`,
-        )
-      }
+      assertBucketWidth(q.everyMs)
       const fromMs = clampTimeMs(q.fromMs)
       const toMs = clampTimeMs(q.toMs)
       if (fromMs >= toMs) return []

@@ -1,4 +1,5 @@
 import type { Alert, AlertState, Reading, Severity } from '../contract/types.ts'
+import { ERROR_CODES, GatewayError } from '../errors.ts'
 
 export const AGGREGATE_FUNCTIONS = ['mean', 'min', 'max', 'count', 'last'] as const
 export type AggregateFunction = (typeof AGGREGATE_FUNCTIONS)[number]
@@ -95,5 +96,12 @@ export class StoreRejectedError extends Error {
     super(`store refused the write: ${reason}`, options)
     this.name = 'StoreRejectedError'
     this.reason = reason
+  }
+}
+
+/** Both backends refuse the same malformed bucket width, with the same words. */
+export function assertBucketWidth(everyMs: number): void {
+  if (!(Number.isInteger(everyMs) && everyMs > 0)) {
+    throw new GatewayError(ERROR_CODES.store, `everyMs must be a positive integer, got ${everyMs}`)
   }
 }

@@ -10,14 +10,15 @@ import {
 } from '../contract/types.ts'
 import { ERROR_CODES, GatewayError } from '../errors.ts'
 import type { Logger } from '../telemetry/logger.ts'
-import type {
-  AggregateFunction,
-  AggregateQuery,
-  AlertQuery,
-  Bucket,
-  LatestReading,
-  ReadingQuery,
-  ReadingStore,
+import {
+  type AggregateFunction,
+  type AggregateQuery,
+  type AlertQuery,
+  assertBucketWidth,
+  type Bucket,
+  type LatestReading,
+  type ReadingQuery,
+  type ReadingStore,
 } from './reading-store.ts'
 
 export interface SqliteStoreOptions {
@@ -474,12 +475,7 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
 
     async aggregate(query: AggregateQuery) {
       assertOpen()
-      if (!(Number.isInteger(query.everyMs) && query.everyMs > 0)) {
-        throw new GatewayError(
-          ERROR_CODES.store,
-          `everyMs must be a positive integer, got ${query.everyMs}`,
-        )
-      }
+      assertBucketWidth(query.everyMs)
       const statement = aggregates[query.fn]
       const rows = statement.all({
         device: query.deviceId,
