@@ -166,6 +166,7 @@ function isFiniteNumber(value) {
 export function parseStatus(topic, text) {
   const levels = topic.split('/')
   if (levels.length !== 3 || levels[0] !== 'devices' || levels[2] !== 'status') return null
+  if (!IDENTIFIER.test(levels[1])) return null
   const doc = parseJson(text)
   if (!isObject(doc) || !['online', 'offline', 'silent'].includes(doc.state)) return null
   return { deviceId: levels[1], state: doc.state, ts: isFiniteNumber(doc.ts) ? doc.ts : 0 }

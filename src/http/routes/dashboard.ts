@@ -45,7 +45,7 @@ const CONTENT_SECURITY_POLICY = [
   // link (browsers throttle timers of hidden pages).
   'worker-src blob:',
   "style-src 'self'",
-  "img-src 'self' data:",
+  "img-src 'self'",
   "connect-src 'self'",
   "base-uri 'none'",
   "form-action 'none'",
