@@ -99,11 +99,31 @@ async function startOnce(options: InfluxdOptions): Promise<RunningInfluxd> {
   const url = `http://${HOST}:${httpPort}`
   try {
     await waitForPing(url, exited, () => stderrTail)
+    await assertServedBy(url, pid)
   } catch (err) {
     await stop()
     throw err
   }
   return { url, httpPort: httpPort as number, pid, stop }
+}
+
+/**
+ * The port was free when chosen, but another influxd started at the same moment (a parallel
+ * test file) may have bound it first; then /ping answers, from the wrong server, while ours
+ * fails to bind. InfluxDB reports its own PID in SHOW DIAGNOSTICS: it must be ours.
+ */
+async function assertServedBy(url: string, pid: number): Promise<void> {
+  const res = await fetch(`${url}/query?q=${encodeURIComponent('SHOW DIAGNOSTICS')}`)
+  const body = (await res.json()) as {
+    results?: Array<{ series?: Array<{ name?: string; columns?: string[]; values?: unknown[][] }> }>
+  }
+  const system = body.results?.[0]?.series?.find((s) => s.name === 'system')
+  const servedBy = system?.values?.[0]?.[system.columns?.indexOf('PID') ?? -1]
+  if (servedBy !== pid) {
+    throw new Error(
+      `address already in use: ${url} is served by influxd ${String(servedBy)}, not ours (${pid})`,
+    )
+  }
 }
 
 /** Signals our influxd by its PID; it may have exited on its own in the meantime. */

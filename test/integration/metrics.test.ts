@@ -152,18 +152,16 @@ describe('operations endpoints of a running gateway', () => {
           interval: 100,
         })
 
-        // Gone for good: connections are refused, the answer comes at once.
+        // Gone for good: connections are refused, so the probe fails rather than times out.
         await influxd.stop()
-        const started = Date.now()
         expect(await readyz(gw)).toEqual({
           status: 503,
           body: { status: 'not_ready', checks: { store: 'down', mqtt: 'listening' } },
         })
-        expect(Date.now() - started).toBeLessThan(1_500)
         const warned = gw.logs.filter((l) => l.msg === 'gateway not ready')
-        expect(warned.length).toBeGreaterThanOrEqual(2)
-        expect(warned[0]?.reasons).toEqual([
-          expect.stringMatching(/^store: probe query took longer/),
+        expect(warned.map((l) => l.reasons)).toEqual([
+          [expect.stringMatching(/^store: probe query took longer/)],
+          [expect.stringMatching(/^store: probe query failed/)],
         ])
       })
     })
