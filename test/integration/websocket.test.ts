@@ -133,9 +133,9 @@ describe('MQTT over WebSocket on the HTTP port (/mqtt)', () => {
     await once(idle, 'open')
     const idleClosed = once(idle, 'close')
 
-    const started = Date.now()
+    // Waiting for the idle socket would take Aedes' 30 s connectTimeout, past this test's own
+    // timeout: stop() returning at all is the check.
     await gw.stop()
-    expect(Date.now() - started).toBeLessThan(3_000)
     await mqttClosed
     const [code] = (await idleClosed) as [number]
     expect(code).toBe(1001)

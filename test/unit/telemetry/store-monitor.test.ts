@@ -116,12 +116,11 @@ describe('store monitor', () => {
       },
     }
     const monitor = createStoreMonitor(slow, { probeTimeoutMs: 50 })
-    const started = Date.now()
+    // The gate is still closed: an answer at all means the probe stopped waiting for the store.
     const [a, b] = await Promise.all([monitor.check(), monitor.check()])
     expect(a).toEqual({ up: false, reason: 'probe query took longer than 50 ms' })
     expect(b).toEqual(a)
     expect(probes).toBe(1)
-    expect(Date.now() - started).toBeLessThan(2_000)
 
     release()
     await expect(monitor.check()).resolves.toEqual({ up: true })
