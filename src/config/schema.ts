@@ -2,8 +2,8 @@ import { toDurationMs } from '../util/duration.ts'
 
 /** The validated, frozen configuration every module receives (parts of it). */
 export interface GatewayConfig {
-  mqtt: { host: string; port: number }
-  http: { host: string; port: number }
+  mqtt: { host: string; port: number; tlsPort: number }
+  http: { host: string; port: number; tls: boolean; corsOrigins: string }
   dataDir: string
   rulesFile: string
   rulesWatch: boolean
@@ -25,6 +25,28 @@ export interface GatewayConfig {
     maxPayloadBytes: number
     maxFutureSkewMs: number
     deadLetterLogIntervalMs: number
+  }
+  auth: {
+    /** Serve a non-loopback address with no credentials configured (logged loudly). */
+    allowAnonymousPublic: boolean
+  }
+  tls: {
+    /** PEM files; the TLS listeners (mqtts, HTTPS/WSS) exist only when cert and key are set. */
+    certFile: string
+    keyFile: string
+    caFile: string
+    clientCert: 'off' | 'optional' | 'required'
+  }
+  limits: {
+    maxPacketBytes: number
+    publishRatePerSec: number
+    publishBurst: number
+    disconnectAfterRejected: number
+    maxConnections: number
+    connectTimeoutMs: number
+    keepaliveLimitSec: number
+    maxInflightInbound: number
+    drainTimeoutMs: number
   }
 }
 
@@ -102,6 +124,12 @@ function influxUrl(raw: unknown) {
   return ok(url.href)
 }
 
+function optionalText(raw: unknown) {
+  if (raw === null || raw === undefined || raw === '') return ok('')
+  if (typeof raw !== 'string') return fail(`must be a string, got ${show(raw)}`)
+  return ok(raw.trim())
+}
+
 function flag(raw: unknown) {
   if (raw === true || raw === 'true') return ok(true)
   if (raw === false || raw === 'false') return ok(false)
@@ -144,6 +172,128 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     default: 8080,
     description: 'HTTP API port; 0 lets the OS choose',
     parse: port,
+  },
+  {
+    path: 'mqtt.tlsPort',
+    env: 'MQTTS_PORT',
+    default: 8883,
+    description: 'MQTT over TLS port, when TLS_CERT and TLS_KEY are set; 0 lets the OS choose',
+    parse: port,
+  },
+  {
+    path: 'http.tls',
+    env: 'HTTP_TLS',
+    default: false,
+    description: 'Serve HTTP (and MQTT over WebSocket) over TLS with TLS_CERT and TLS_KEY',
+    parse: flag,
+  },
+  {
+    path: 'http.corsOrigins',
+    env: 'CORS_ORIGINS',
+    default: '',
+    description:
+      'Comma-separated origins allowed to call the HTTP API from a browser; empty: CORS off',
+    parse: optionalText,
+  },
+  {
+    path: 'auth.allowAnonymousPublic',
+    env: 'ALLOW_ANONYMOUS_PUBLIC',
+    default: false,
+    description: 'Listen on a non-loopback address without credentials (unsafe; logged loudly)',
+    parse: flag,
+  },
+  {
+    path: 'tls.certFile',
+    env: 'TLS_CERT',
+    default: '',
+    description: 'PEM certificate of the TLS listeners',
+    parse: optionalText,
+  },
+  {
+    path: 'tls.keyFile',
+    env: 'TLS_KEY',
+    default: '',
+    description: 'PEM private key of the TLS listeners',
+    parse: optionalText,
+  },
+  {
+    path: 'tls.caFile',
+    env: 'TLS_CA',
+    default: '',
+    description: 'PEM CA that signs device client certificates (with TLS_CLIENT_CERT)',
+    parse: optionalText,
+  },
+  {
+    path: 'tls.clientCert',
+    env: 'TLS_CLIENT_CERT',
+    default: 'off',
+    description:
+      'Client certificates on mqtts: off, optional, required; the device id is the certificate CN',
+    parse: oneOf(['off', 'optional', 'required']),
+  },
+  {
+    path: 'limits.maxPacketBytes',
+    env: 'MAX_PACKET_BYTES',
+    default: 262_144,
+    description: 'Largest MQTT packet; a larger one closes the connection before it is buffered',
+    parse: integer(1_024, 268_435_455),
+  },
+  {
+    path: 'limits.publishRatePerSec',
+    env: 'PUBLISH_RATE',
+    default: 100,
+    description:
+      'Publishes per second per client (token bucket); over it, readings are dead-lettered as rate_limited',
+    parse: integer(1, 1_000_000),
+  },
+  {
+    path: 'limits.publishBurst',
+    env: 'PUBLISH_BURST',
+    default: 200,
+    description: 'Token bucket size: publishes a client may send at once above its rate',
+    parse: integer(1, 10_000_000),
+  },
+  {
+    path: 'limits.disconnectAfterRejected',
+    env: 'RATE_DISCONNECT_AFTER',
+    default: 1_000,
+    description: 'Rate-limited publishes in a row after which the client is disconnected',
+    parse: integer(1, 100_000_000),
+  },
+  {
+    path: 'limits.maxConnections',
+    env: 'MAX_CONNECTIONS',
+    default: 10_000,
+    description: 'MQTT connections at most (TCP, TLS and WebSocket together)',
+    parse: integer(1, 10_000_000),
+  },
+  {
+    path: 'limits.connectTimeoutMs',
+    env: 'CONNECT_TIMEOUT',
+    default: '10s',
+    description: 'A connection that sends no CONNECT within this is closed',
+    parse: duration(100),
+  },
+  {
+    path: 'limits.keepaliveLimitSec',
+    env: 'KEEPALIVE_LIMIT',
+    default: 1_200,
+    description: 'Largest keepalive (seconds) a client may ask for; 0: any',
+    parse: integer(0, 65_535),
+  },
+  {
+    path: 'limits.maxInflightInbound',
+    env: 'MAX_INFLIGHT_INBOUND',
+    default: 1_000,
+    description: 'Inbound QoS 2 messages awaiting PUBREL per client',
+    parse: integer(0, 65_535),
+  },
+  {
+    path: 'limits.drainTimeoutMs',
+    env: 'DRAIN_TIMEOUT',
+    default: '10s',
+    description: 'A subscriber that does not read its socket for this long is disconnected',
+    parse: duration(100),
   },
   {
     path: 'dataDir',

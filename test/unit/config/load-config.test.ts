@@ -19,8 +19,8 @@ function configError(fn: () => unknown): GatewayError {
 describe('loadConfig', () => {
   it('gives the documented defaults from config/default.yaml', () => {
     const config = loadConfig({})
-    expect(config.mqtt).toEqual({ host: '127.0.0.1', port: 1883 })
-    expect(config.http).toEqual({ host: '127.0.0.1', port: 8080 })
+    expect(config.mqtt).toEqual({ host: '127.0.0.1', port: 1883, tlsPort: 8883 })
+    expect(config.http).toEqual({ host: '127.0.0.1', port: 8080, tls: false, corsOrigins: '' })
     expect(config.dataDir).toBe('./data')
     expect(config.rulesFile).toBe('config/rules.yaml')
     expect(config.logLevel).toBe('info')
