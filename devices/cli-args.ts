@@ -29,6 +29,9 @@ Flags (they override the fleet file, which overrides the defaults):
                      mixed    the three forms rotated over the devices (default)
   --malformed SHARE  share 0.0-1.0 of deliberately malformed messages, for demos (default 0)
   --fleet PATH       fleet file (default devices/fleet.yaml)
+  --credentials PATH MQTT passwords by device id ("id: secret" lines), as written by
+                     npm run device:add -- --fleet devices/fleet.yaml --secrets-out PATH;
+                     each device logs in as its id with its own secret
   --duration DUR     stop after this long, e.g. 30s, 5m (default: run until interrupted)
   --count N          stop after this many readings in total
   --prefix NAME      device id prefix (default sim): ids are sim-001, sim-002, ...
@@ -43,6 +46,8 @@ export interface SimulatorArgs {
   url: string
   /** The --fleet path, or null for the default file. */
   fleetPath: string | null
+  /** The --credentials path (MQTT password per device id), when given. */
+  credentialsPath?: string
   /** What the flags set, and nothing else, so the fleet file fills the rest. */
   settings: FleetSettings
 }
@@ -80,6 +85,7 @@ export function parseSimulatorArgs(argv: readonly string[], env: NodeJS.ProcessE
         form: { type: 'string' },
         malformed: { type: 'string' },
         fleet: { type: 'string' },
+        credentials: { type: 'string' },
         duration: { type: 'string' },
         count: { type: 'string' },
         prefix: { type: 'string' },
@@ -149,8 +155,17 @@ export function parseSimulatorArgs(argv: readonly string[], env: NodeJS.ProcessE
       v === '' ? { ok: false, message: 'must be a file path' } : { ok: true, value: String(v) },
     (v) => (fleetPath = v),
   )
+  let credentialsPath: string | undefined
+  take(
+    'credentials',
+    (v): Checked<string> =>
+      v === '' ? { ok: false, message: 'must be a file path' } : { ok: true, value: String(v) },
+    (v) => (credentialsPath = v),
+  )
   if (problems.length > 0) return { ok: false, message: problems.join('\n') }
-  return { ok: true, args: { help: values.help === true, url, fleetPath, settings } }
+  const args: SimulatorArgs = { help: values.help === true, url, fleetPath, settings }
+  if (credentialsPath !== undefined) args.credentialsPath = credentialsPath
+  return { ok: true, args }
 }
 
 /**

@@ -22,6 +22,12 @@ import { createPrng, createSensor, METRIC_UNITS } from './signals.ts'
 export interface FleetOptions extends FleetSettings {
   /** Broker URL: `mqtt://host:1883`, `mqtts://...`, `ws://...`. */
   url: string
+  /**
+   * MQTT password of each device, by id (the simulator's --credentials file): a device found here
+   * logs in as its id (or the `username` template) with its own secret, which overrides the
+   * `password` template.
+   */
+  passwords?: ReadonlyMap<string, string>
 }
 
 export interface FleetStats {
@@ -100,7 +106,7 @@ interface Device {
  * No last will: the gateway owns `devices/{id}/status`. Throws on invalid options.
  */
 export function createFleet(options: FleetOptions, log: Logger = createSilentLogger()): Fleet {
-  const { url, ...settings } = options
+  const { url, passwords, ...settings } = options
   const config: FleetConfig = resolveFleet(settings)
   const problems = checkFleetConfig(config)
   if (problems.length > 0) throw new Error(`invalid fleet options: ${problems.join('; ')}`)
@@ -165,6 +171,11 @@ export function createFleet(options: FleetOptions, log: Logger = createSilentLog
     const creds: { username?: string; password?: string } = {}
     if (config.username !== undefined) creds.username = config.username.replaceAll('{id}', id)
     if (config.password !== undefined) creds.password = config.password.replaceAll('{id}', id)
+    const own = passwords?.get(id)
+    if (own !== undefined) {
+      creds.username ??= id
+      creds.password = own
+    }
     return creds
   }
 

@@ -2,6 +2,8 @@
  * The simulator's process entry: the only file here that reads argv, env and signals.
  * Everything it runs is in fleet.ts, which tests and the gateway's demo command use directly.
  */
+import { readFile } from 'node:fs/promises'
+import { parse as parseYaml } from 'yaml'
 import { createLogger } from '../src/telemetry/logger.ts'
 import { HELP, layerSettings, parseSimulatorArgs } from './cli-args.ts'
 import { createFleet } from './fleet.ts'
@@ -21,6 +23,28 @@ function prefixed(message: string): string {
     .split('\n')
     .map((line) => `simulator: ${line}\n`)
     .join('')
+}
+
+/** The --credentials file: `id: secret` lines (npm run device:add -- --secrets-out). */
+async function loadPasswords(
+  file: string,
+): Promise<{ ok: true; passwords: Map<string, string> } | { ok: false; message: string }> {
+  let data: unknown
+  try {
+    data = parseYaml(await readFile(file, 'utf8'))
+  } catch (err) {
+    return { ok: false, message: `${file}: ${(err as Error).message}` }
+  }
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    return { ok: false, message: `${file}: must hold "device-id: secret" lines` }
+  }
+  const passwords = new Map<string, string>()
+  for (const [id, secret] of Object.entries(data)) {
+    // The message names the device, never the value: it may be a secret.
+    if (typeof secret !== 'string') return { ok: false, message: `${file}: ${id}: must be a text` }
+    passwords.set(id, secret)
+  }
+  return { ok: true, passwords }
 }
 
 async function main(argv: readonly string[]): Promise<number> {
@@ -56,7 +80,19 @@ async function main(argv: readonly string[]): Promise<number> {
     level: process.env.LOG_LEVEL ?? 'info',
     pretty: process.stdout.isTTY === true,
   })
-  const fleet = createFleet({ ...settings, url: args.url }, log)
+  let passwords: Map<string, string> | undefined
+  if (args.credentialsPath !== undefined) {
+    const loaded = await loadPasswords(args.credentialsPath)
+    if (!loaded.ok) {
+      process.stderr.write(prefixed(`--credentials ${loaded.message}`))
+      return 1
+    }
+    passwords = loaded.passwords
+  }
+  const fleet = createFleet(
+    { ...settings, url: args.url, ...(passwords ? { passwords } : {}) },
+    log,
+  )
 
   let signalled = false
   const interrupted = new Promise<NodeJS.Signals>((resolve) => {

@@ -16,6 +16,10 @@ import { loadRulesFile } from './rules/load-rules.ts'
 import { createRuleEngine } from './rules/rule-engine.ts'
 import { createRulesView } from './rules/rules-view.ts'
 import { type RulesWatcher, watchRulesFile } from './rules/rules-watcher.ts'
+import { browserAccessProblem } from './security/http-auth.ts'
+import { createPublishRateLimiter } from './security/rate-limit.ts'
+import { createGatewaySecurity } from './security/security.ts'
+import { loadGatewayTls } from './security/tls.ts'
 import { openStore } from './store/open-store.ts'
 import type { ReadingStore } from './store/reading-store.ts'
 import { createStoreWriter } from './store/store-writer.ts'
@@ -27,6 +31,8 @@ import { createStoreMonitor } from './telemetry/store-monitor.ts'
 export interface GatewayAddresses {
   mqtt: AddressInfo
   http: AddressInfo
+  /** MQTT over TLS, when TLS_CERT and TLS_KEY are set. */
+  mqtts?: AddressInfo
 }
 
 export interface Gateway {
@@ -53,8 +59,18 @@ export async function createGateway(
   deps: { log: Logger },
 ): Promise<Gateway> {
   const { log } = deps
+  // Certificate files are read and checked first: a bad one stops the start naming its variable.
+  const tls = loadGatewayTls(config)
   const bus = createEventBus(log.child({ module: 'bus' }))
   const registry = await loadDeviceRegistry(config.devicesFile)
+  const parseOptions = {
+    ...DEFAULT_PARSE_OPTIONS,
+    maxPayloadBytes: config.ingest.maxPayloadBytes,
+    maxFutureSkewMs: config.ingest.maxFutureSkewMs,
+  }
+  // Before anything is opened or bound: an unsafe configuration (no credentials, not loopback)
+  // refuses to start here (DESIGN §8).
+  const security = createGatewaySecurity(config, { registry, bus, log, parseOptions })
   const rules = await loadRulesFile(config.rulesFile)
   const store = await openStore(config, log)
   // The writer's store is timed (write latency, outcome) for metrics and readiness.
@@ -67,26 +83,44 @@ export async function createGateway(
       retryMaxMs: config.store.retryMaxMs,
     },
   )
+  // Over PUBLISH_RATE a publish is acknowledged but dead-lettered and not forwarded (README Limits).
+  const rateLimiter = createPublishRateLimiter(
+    { bus, log },
+    {
+      ratePerSec: config.limits.publishRatePerSec,
+      burst: config.limits.publishBurst,
+      disconnectAfter: config.limits.disconnectAfterRejected,
+    },
+  )
   // The hooks run only once the broker listens, by which time presence and ingest exist.
   const broker = await createMqttBroker(
     { log },
     {
-      authorizePublish: guardGatewayTopics((client, packet, callback) =>
-        ingest.authorizePublish(client, packet, callback),
+      authenticate: security.mqtt.authenticate,
+      authorizePublish: security.mqtt.authorizePublish(
+        guardGatewayTopics(
+          rateLimiter.authorizePublish((client, packet, callback) =>
+            ingest.authorizePublish(client, packet, callback),
+          ),
+        ),
       ),
+      authorizeSubscribe: security.mqtt.authorizeSubscribe,
+      authorizeForward: security.mqtt.authorizeForward,
       onClientReady: (clientId) => presence.clientConnected(clientId),
       onClientDisconnect: (clientId) => presence.clientGone(clientId),
     },
-  )
-  const presence = createPresence({ bus, publisher: broker, log })
-  const ingest = createIngest(
-    { bus, sink: writer, log, onDeviceSeen: presence.seen },
     {
-      ...DEFAULT_PARSE_OPTIONS,
-      maxPayloadBytes: config.ingest.maxPayloadBytes,
-      maxFutureSkewMs: config.ingest.maxFutureSkewMs,
+      maxConnections: config.limits.maxConnections,
+      maxPacketBytes: config.limits.maxPacketBytes,
+      connectTimeoutMs: config.limits.connectTimeoutMs,
+      keepaliveLimitSec: config.limits.keepaliveLimitSec,
+      maxInflightInbound: config.limits.maxInflightInbound,
+      drainTimeoutMs: config.limits.drainTimeoutMs,
+      forwards: rateLimiter.forwards,
     },
   )
+  const presence = createPresence({ bus, publisher: broker, log })
+  const ingest = createIngest({ bus, sink: writer, log, onDeviceSeen: presence.seen }, parseOptions)
   const deadLetters = createDeadLetters(
     { bus, publisher: broker, log },
     { logIntervalMs: config.ingest.deadLetterLogIntervalMs },
@@ -94,15 +128,25 @@ export async function createGateway(
   const alertPublisher = createAlertPublisher({ bus, publisher: broker, log })
   const engine = createRuleEngine({ bus, log, registry }, rules)
   const metrics = createMetrics({ bus, writer, broker, engine, storeMonitor })
-  const http = createHttpServer({
-    store,
-    log,
-    rules: createRulesView(engine, { registry }),
-    metrics,
-    readiness: createReadinessCheck({ storeMonitor, broker, log }),
-  })
+  const http = createHttpServer(
+    {
+      store,
+      log,
+      rules: createRulesView(engine, { registry }),
+      metrics,
+      readiness: createReadinessCheck({ storeMonitor, broker, log }),
+      security: security.http,
+    },
+    tls?.https ? { https: tls.https } : {},
+  )
   // MQTT over WebSocket on the HTTP port; http.close() closes its clients first.
-  attachMqttWebSocket({ http, broker, log }, { path: MQTT_WEBSOCKET_PATH })
+  attachMqttWebSocket(
+    { http, broker, log },
+    {
+      path: MQTT_WEBSOCKET_PATH,
+      verifyUpgrade: (req) => browserAccessProblem(req.headers, security.http, 'websocket'),
+    },
+  )
   let rulesWatcher: RulesWatcher | null = null
 
   /** Brings rule state, retained topics and presence back to what the store says. */
@@ -136,7 +180,7 @@ export async function createGateway(
     const address = http.server.address() as AddressInfo
     log.info(
       { host: address.address, port: address.port },
-      `HTTP listening on http://${address.address}:${address.port}`,
+      `HTTP listening on ${tls?.https ? 'https' : 'http'}://${address.address}:${address.port}`,
     )
     return address
   }
@@ -183,8 +227,11 @@ export async function createGateway(
           )
         }
         const mqtt = await broker.listen(config.mqtt.host, config.mqtt.port)
+        const mqtts = tls
+          ? await broker.listenTls(config.mqtt.host, config.mqtt.tlsPort, tls.mqtts)
+          : undefined
         const httpAddress = await listenHttp()
-        bound = { mqtt, http: httpAddress }
+        bound = { mqtt, http: httpAddress, ...(mqtts ? { mqtts } : {}) }
         return bound
       } catch (err) {
         // Release what was opened (store file, listener) so a caller may try again.

@@ -1,10 +1,10 @@
-import { once } from 'node:events'
 import type { IncomingMessage } from 'node:http'
-import { type AddressInfo, createServer, type Server } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
+import type { TlsOptions } from 'node:tls'
 import { Aedes, type AedesOptions } from 'aedes'
-import { listenError } from '../errors.ts'
 import type { Logger } from '../telemetry/logger.ts'
+import { type ConnectionLimits, createMqttListeners, type ListenerStats } from './listeners.ts'
 
 export interface PublishOptions {
   qos: 0 | 1
@@ -18,14 +18,38 @@ export interface MqttPublisher {
 
 export interface BrokerHooks {
   authorizePublish: NonNullable<AedesOptions['authorizePublish']>
+  /** Credentials check at CONNECT (src/security/auth.ts); absent: everyone is let in. */
+  authenticate?: AedesOptions['authenticate']
+  /** Subscription ACL; absent: every subscription is granted. */
+  authorizeSubscribe?: AedesOptions['authorizeSubscribe']
+  /** Delivery ACL, before each message goes out; absent: everything is delivered. */
+  authorizeForward?: NonNullable<AedesOptions['authorizeForward']>
   onClientReady?: (clientId: string) => void
   onClientDisconnect?: (clientId: string) => void
+}
+
+/** Connection and delivery limits (DESIGN §8; README "Limits"). Absent: Aedes' own defaults. */
+export interface BrokerOptions extends Partial<ConnectionLimits> {
+  keepaliveLimitSec?: number
+  maxInflightInbound?: number
+  drainTimeoutMs?: number
+  /** False for a publish nobody may receive (rate-limited); checked before authorizeForward. */
+  forwards?: (packet: { payload: unknown }) => boolean
+}
+
+/** No limit on connections or packet size beyond MQTT's own when none is configured. */
+const UNLIMITED: ConnectionLimits = {
+  maxConnections: Number.POSITIVE_INFINITY,
+  maxPacketBytes: 268_435_460,
+  connectTimeoutMs: 30_000,
 }
 
 export interface MqttBroker extends MqttPublisher {
   readonly aedes: Aedes
   /** Starts the TCP listener; port 0 lets the OS choose, the address is returned and logged. */
   listen(host: string, port: number): Promise<AddressInfo>
+  /** Starts the MQTT over TLS listener (mqtts), the same way. */
+  listenTls(host: string, port: number, options: TlsOptions): Promise<AddressInfo>
   /** Stops accepting new connections at once; clients already connected stay until close(). */
   stopAccepting(): Promise<void>
   /** Disconnects every client and stops the broker. */
@@ -40,6 +64,8 @@ export interface MqttBroker extends MqttPublisher {
   isListening(): boolean
   /** Message counts since start; read when metrics are scraped. */
   messageCounts(): MqttMessageCounts
+  /** Connections open, and refused by the connection and packet limits, since start. */
+  connectionStats(): ListenerStats
 }
 
 export interface MqttMessageCounts {
@@ -55,19 +81,40 @@ export interface MqttMessageCounts {
 export async function createMqttBroker(
   deps: { log: Logger },
   hooks: BrokerHooks,
+  options: BrokerOptions = {},
 ): Promise<MqttBroker> {
   const log = deps.log.child({ module: 'broker' })
   const counts: MqttMessageCounts = { in: 0, out: 0 }
   const aedes = await Aedes.createBroker({
     authorizePublish: hooks.authorizePublish,
-    // Aedes' own default returns the packet as is; this one only counts it.
-    authorizeForward: (_client, packet) => {
-      counts.out++
-      return packet
+    ...(hooks.authenticate ? { authenticate: hooks.authenticate } : {}),
+    ...(hooks.authorizeSubscribe ? { authorizeSubscribe: hooks.authorizeSubscribe } : {}),
+    // Aedes' own default returns the packet as is; this one counts what is delivered.
+    authorizeForward: (client, packet) => {
+      if (options.forwards && !options.forwards(packet)) return null
+      const forwarded = hooks.authorizeForward ? hooks.authorizeForward(client, packet) : packet
+      if (forwarded) counts.out++
+      return forwarded
     },
+    ...(options.connectTimeoutMs === undefined ? {} : { connectTimeout: options.connectTimeoutMs }),
+    ...(options.keepaliveLimitSec === undefined
+      ? {}
+      : { keepaliveLimit: options.keepaliveLimitSec }),
+    ...(options.maxInflightInbound === undefined
+      ? {}
+      : { maxInflightInbound: options.maxInflightInbound }),
+    // One subscriber that stops reading must not stall delivery to everyone (Aedes.md).
+    ...(options.drainTimeoutMs === undefined ? {} : { drainTimeout: options.drainTimeoutMs }),
   })
-  let server: Server | null = null
-  let serverClosed: Promise<void> = Promise.resolve()
+  // TCP, TLS and WebSocket connections all pass through here: one count, one packet guard.
+  const listeners = createMqttListeners(
+    { aedes, log },
+    {
+      maxConnections: options.maxConnections ?? UNLIMITED.maxConnections,
+      maxPacketBytes: options.maxPacketBytes ?? UNLIMITED.maxPacketBytes,
+      connectTimeoutMs: options.connectTimeoutMs ?? UNLIMITED.connectTimeoutMs,
+    },
+  )
 
   aedes.on('publish', (_packet, client) => {
     // client is null for the broker's own publishes (alerts, status, dead letters, $SYS).
@@ -91,37 +138,16 @@ export async function createMqttBroker(
 
   const broker: MqttBroker = {
     aedes,
-    async listen(host, port) {
-      const tcp = createServer(aedes.handle)
-      tcp.listen(port, host)
-      try {
-        await once(tcp, 'listening')
-      } catch (err) {
-        throw listenError('MQTT', 'MQTT_PORT', err as NodeJS.ErrnoException, host, port)
-      }
-      tcp.on('error', (err) => log.error({ err }, 'MQTT listener error'))
-      server = tcp
-      const address = tcp.address() as AddressInfo
-      log.info(
-        { host: address.address, port: address.port },
-        `MQTT listening on ${address.address}:${address.port}`,
-      )
-      return address
-    },
+    listen: (host, port) => listeners.listenTcp(host, port),
+    listenTls: (host, port, tlsOptions) => listeners.listenTls(host, port, tlsOptions),
     async stopAccepting() {
-      const tcp = server
-      server = null
-      if (!tcp?.listening) return
-      // close() stops listening at once, but its callback waits for every connection to end:
-      // that happens in close(), when Aedes disconnects the clients.
-      serverClosed = new Promise<void>((resolve) => {
-        tcp.close(() => resolve())
-      })
+      // The listeners' close callbacks wait for their connections: those end in close().
+      listeners.stopAccepting()
     },
     async close() {
       await broker.stopAccepting()
       await new Promise<void>((resolve) => aedes.close(() => resolve()))
-      await serverClosed
+      await listeners.closed()
     },
     publish(topic, payload, options) {
       return new Promise((resolve, reject) => {
@@ -142,18 +168,16 @@ export async function createMqttBroker(
       return aedes.connectedClients
     },
     handleConnection(stream, req) {
-      if (aedes.closed) {
-        stream.destroy()
-        return
-      }
-      aedes.handle(stream, req)
+      // Destroys the stream once the broker is closed, or over MAX_CONNECTIONS.
+      listeners.handle(stream, 'ws', req)
     },
     isListening() {
-      return server?.listening === true
+      return listeners.isListening()
     },
     messageCounts() {
       return { ...counts }
     },
+    connectionStats: () => listeners.stats(),
   }
   return broker
 }

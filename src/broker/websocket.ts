@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { Server as TlsServer } from 'node:tls'
 import type { FastifyInstance } from 'fastify'
 import { createWebSocketStream, type WebSocket, WebSocketServer } from 'ws'
 import type { Logger } from '../telemetry/logger.ts'
@@ -11,6 +12,11 @@ export interface MqttWebSocketOptions {
   path: string
   /** How long stop waits for a client to answer the close frame before dropping its socket. */
   closeGraceMs?: number
+  /**
+   * Checks an upgrade before the handshake (src/security/http-auth.ts: Host and Origin while the
+   * gateway is anonymous and loopback only); a message refuses it with a 403.
+   */
+  verifyUpgrade?: (req: IncomingMessage) => string | null
 }
 
 export interface MqttWebSocket {
@@ -74,6 +80,19 @@ export function attachMqttWebSocket(
       )
       return
     }
+    const refused = options.verifyUpgrade?.(req) ?? null
+    if (refused !== null) {
+      log.warn(
+        {
+          origin: req.headers.origin,
+          host: req.headers.host,
+          remoteAddress: req.socket.remoteAddress,
+        },
+        'MQTT WebSocket upgrade refused',
+      )
+      refuseForbidden(socket, refused)
+      return
+    }
     wss.handleUpgrade(req, socket, head, (ws) => {
       if (closing) {
         ws.close(GOING_AWAY, 'gateway stopping')
@@ -93,7 +112,10 @@ export function attachMqttWebSocket(
   deps.http.server.on('upgrade', onUpgrade)
   deps.http.addHook('onListen', async function () {
     const address = this.server.address() as AddressInfo | null
-    if (address) log.info(`MQTT over WebSocket on ws://${address.address}:${address.port}${path}`)
+    // HTTP_TLS: Fastify's server is an https.Server, a tls.Server.
+    const scheme = this.server instanceof TlsServer ? 'wss' : 'ws'
+    if (address)
+      log.info(`MQTT over WebSocket on ${scheme}://${address.address}:${address.port}${path}`)
   })
   deps.http.addHook('preClose', async () => {
     await close()
@@ -132,6 +154,17 @@ function refuseNotFound(socket: Duplex, message: string): void {
   socket.once('finish', () => socket.destroy())
   socket.end(
     'HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\n' +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  )
+}
+
+/** Answers a refused upgrade (src/security/http-auth.ts) with a 403 in the API's error shape. */
+function refuseForbidden(socket: Duplex, message: string): void {
+  const body = JSON.stringify({ error: 'forbidden', message, statusCode: 403 })
+  socket.on('error', () => socket.destroy())
+  socket.once('finish', () => socket.destroy())
+  socket.end(
+    'HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\n' +
       `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
   )
 }

@@ -249,7 +249,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   {
     path: 'limits.publishBurst',
     env: 'PUBLISH_BURST',
-    default: 200,
+    default: 1_000,
     description: 'Token bucket size: publishes a client may send at once above its rate',
     parse: integer(1, 10_000_000),
   },

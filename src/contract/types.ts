@@ -84,5 +84,9 @@ export const REJECT_REASONS = [
   'bad_senml',
   /** Valid on the wire, but the time-series store refused to keep it (its reason in `detail`). */
   'store_rejected',
+  /** The device may not publish this metric (its `metrics` allow-list in the registry). */
+  'not_authorized',
+  /** Over the client's publish rate (PUBLISH_RATE, PUBLISH_BURST): accepted, not stored. */
+  'rate_limited',
 ] as const
 export type RejectReason = (typeof REJECT_REASONS)[number]

@@ -5,6 +5,7 @@ import Fastify, {
   type FastifyRequest,
   LogController,
 } from 'fastify'
+import { type HttpSecurity, openHttpSecurity, registerHttpSecurity } from '../security/http-auth.ts'
 import type { ReadingStore } from '../store/reading-store.ts'
 import type { Logger } from '../telemetry/logger.ts'
 import { createStoreMonitor } from '../telemetry/store-monitor.ts'
@@ -33,6 +34,11 @@ export interface HttpServerDeps {
   metrics?: MetricsEndpoint
   /** `GET /readyz`; without it readiness is a probe of `store` alone. */
   readiness?: ReadinessCheck
+  /**
+   * App tokens and CORS (src/security/http-auth.ts). Without it: no tokens, no CORS. Security
+   * headers are sent either way.
+   */
+  security?: HttpSecurity
 }
 
 export interface HttpServerOptions {
@@ -41,6 +47,11 @@ export interface HttpServerOptions {
    * flood an info-level log. 'off': none. Server errors are logged either way.
    */
   requestLogging?: 'debug' | 'off'
+  /**
+   * Serve HTTPS (and WSS on the same port) with this certificate and key (HTTP_TLS). Fastify
+   * takes it only at creation; absent: plain HTTP.
+   */
+  https?: { key: Buffer; cert: Buffer }
 }
 
 /**
@@ -65,9 +76,12 @@ export function createHttpServer(
       options.requestLogging === 'off'
         ? new LogController({ disableRequestLogging: true })
         : new DebugRequestLog(),
+    ...(options.https ? { https: options.https } : {}),
   })
   app.setErrorHandler(errorHandler)
   app.setNotFoundHandler(notFoundHandler)
+  // Before any route, so every answer (404s and errors included) passes its hooks.
+  registerHttpSecurity(app, deps.security ?? openHttpSecurity())
 
   const readiness = deps.readiness ?? storeReadiness(deps.store)
 

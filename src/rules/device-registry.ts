@@ -2,36 +2,63 @@ import { readFile } from 'node:fs/promises'
 import { LineCounter, parseDocument } from 'yaml'
 import { IDENTIFIER_PATTERN, isIdentifier } from '../contract/identifiers.ts'
 import { ERROR_CODES, GatewayError } from '../errors.ts'
+import { isRole, ROLES, type Role } from '../security/acl.ts'
+import { parseSecretHash, type SecretHash } from '../security/credentials.ts'
 import { describeValue } from './describe-value.ts'
 
 /**
- * The devices the gateway knows, with their tags (`config/devices.yaml`). Rules match tags
- * (`match: { tags: { site: greenhouse } }`); presence announces known devices.
+ * The devices and apps the gateway knows (`config/devices.yaml`): device tags, which rules match
+ * (`match: { tags: { site: greenhouse } }`) and presence announces, and the credentials of
+ * devices and apps (DESIGN §8, src/security/).
  *
  * File shape:
  *
  *   devices:
  *     - id: greenhouse-sim-001
  *       tags: { site: greenhouse, zone: north }
+ *       secret: scrypt$16384$8$1$<salt>$<hash>   # optional: written by npm run device:add
+ *       metrics: [temperature, humidity]         # optional: the only metrics it may publish
+ *   apps:
+ *     - id: dashboard
+ *       secret: scrypt$16384$8$1$<salt>$<hash>   # required: written by npm run app:add
+ *       roles: [read-alerts, read-readings]      # read-alerts | read-readings | admin
  *
- * Unknown keys are errors, as in the rules file, except `secret` and `roles`: those are reserved
- * for per-device credentials (DESIGN §8) and accepted, unread, so a file written for that later
- * version still loads here.
+ * Ids are one namespace (an id is the MQTT username and reserves that MQTT client id), so a device
+ * and an app cannot share one. Unknown keys are errors, as in the rules file. Secrets are hashes
+ * only: a plain secret is refused, and no message ever repeats a secret's text.
  */
 export interface DeviceRegistry {
   /** The device's tags; undefined for a device not in the registry. */
   tagsOf(deviceId: string): Readonly<Record<string, string>> | undefined
-  /** Every registered id, in file order. */
+  /** Every registered device id, in file order. */
   ids(): readonly string[]
+  /** The device's entry; undefined when it is not registered. */
+  device(deviceId: string): DeviceEntry | undefined
+  /** The app's entry; undefined when there is no such app. */
+  app(appId: string): AppEntry | undefined
+  /** Every app id, in file order. */
+  appIds(): readonly string[]
+  /** True once a device or an app has a secret: from then on every MQTT client authenticates. */
+  hasCredentials(): boolean
 }
 
 export interface DeviceEntry {
   id: string
   tags: Readonly<Record<string, string>>
+  /** Hash of the device's MQTT password; absent: it has none (client certificate, or anonymous). */
+  secret?: SecretHash
+  /** The only metrics it may publish; absent: any. */
+  metrics?: readonly string[]
 }
 
-const ENTRY_FIELDS = ['id', 'tags'] as const
-const RESERVED_FIELDS = ['secret', 'roles'] as const
+export interface AppEntry {
+  id: string
+  secret: SecretHash
+  roles: readonly Role[]
+}
+
+const ENTRY_FIELDS = ['id', 'tags', 'secret', 'metrics'] as const
+const APP_FIELDS = ['id', 'secret', 'roles'] as const
 const MAX_TAG_CHARS = 128
 const IDENTIFIER_TEXT = IDENTIFIER_PATTERN.source.replace(/^\^|\$$/g, '')
 
@@ -43,13 +70,31 @@ function isMapping(value: unknown): value is Readonly<Record<string, unknown>> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
-export function createDeviceRegistry(entries: readonly DeviceEntry[]): DeviceRegistry {
-  const byId = new Map<string, Readonly<Record<string, string>>>()
-  for (const entry of entries) byId.set(entry.id, Object.freeze({ ...entry.tags }))
+export function createDeviceRegistry(
+  entries: readonly DeviceEntry[],
+  apps: readonly AppEntry[] = [],
+): DeviceRegistry {
+  const byId = new Map<string, DeviceEntry>()
+  for (const entry of entries) {
+    const copy: DeviceEntry = { id: entry.id, tags: Object.freeze({ ...entry.tags }) }
+    if (entry.secret) copy.secret = entry.secret
+    if (entry.metrics) copy.metrics = Object.freeze([...entry.metrics])
+    byId.set(entry.id, Object.freeze(copy))
+  }
+  const appsById = new Map<string, AppEntry>()
+  for (const app of apps) {
+    appsById.set(app.id, Object.freeze({ ...app, roles: Object.freeze([...app.roles]) }))
+  }
   const ids = Object.freeze([...byId.keys()])
+  const appIds = Object.freeze([...appsById.keys()])
+  const withCredentials = appIds.length > 0 || entries.some((entry) => entry.secret !== undefined)
   return {
-    tagsOf: (deviceId) => byId.get(deviceId),
+    tagsOf: (deviceId) => byId.get(deviceId)?.tags,
     ids: () => ids,
+    device: (deviceId) => byId.get(deviceId),
+    app: (appId) => appsById.get(appId),
+    appIds: () => appIds,
+    hasCredentials: () => withCredentials,
   }
 }
 
@@ -123,67 +168,164 @@ export function parseDeviceRegistry(text: string, fileName: string): ParseDevice
   if (!isMapping(data)) {
     return {
       ok: false,
-      errors: [`${fileName}: must be a mapping with a "devices" list, got ${describeValue(data)}`],
+      errors: [
+        `${fileName}: must be a mapping with "devices" and "apps" lists, got ${describeValue(data)}`,
+      ],
     }
   }
   const errors: string[] = []
   for (const key of Object.keys(data)) {
-    if (key !== 'devices') {
-      errors.push(`${fileName}: field "${key}": unknown top-level field; known: devices`)
+    if (key !== 'devices' && key !== 'apps') {
+      errors.push(`${fileName}: field "${key}": unknown top-level field; known: devices, apps`)
     }
   }
-  const list = data.devices ?? []
-  if (!Array.isArray(list)) {
+  const devices = data.devices ?? []
+  const apps = data.apps ?? []
+  if (!Array.isArray(devices)) {
     errors.push(
-      `${fileName}: field "devices": must be a list of devices, got ${describeValue(list)}`,
+      `${fileName}: field "devices": must be a list of devices, got ${describeValue(devices)}`,
     )
-    return { ok: false, errors }
   }
+  if (!Array.isArray(apps)) {
+    errors.push(`${fileName}: field "apps": must be a list of apps, got ${describeValue(apps)}`)
+  }
+  if (!Array.isArray(devices) || !Array.isArray(apps)) return { ok: false, errors }
 
-  const entries: DeviceEntry[] = []
-  const firstIndexOf = new Map<string, number>()
-  for (const [index, raw] of list.entries()) {
-    if (!isMapping(raw)) {
-      errors.push(`${fileName}: devices[${index}]: must be a mapping, got ${describeValue(raw)}`)
-      continue
-    }
-    const problems: Array<[string, string]> = []
-    let label = `devices[${index}]`
+  // One namespace for device and app ids: the MQTT username says which entry it is.
+  const firstUse = new Map<string, string>()
+  const claimId = (
+    raw: Readonly<Record<string, unknown>>,
+    list: 'devices' | 'apps',
+    index: number,
+    problems: Array<[string, string]>,
+  ): { id: string | null; label: string } => {
+    const noun = list === 'devices' ? 'device' : 'app'
+    let label = `${list}[${index}]`
     const id = isIdentifier(raw.id) ? raw.id : null
     if (!Object.hasOwn(raw, 'id')) problems.push(['id', 'is required'])
     else if (id === null) {
       problems.push([
         'id',
-        `must be a device id (${IDENTIFIER_TEXT}), got ${describeValue(raw.id)}`,
+        `must be ${noun === 'app' ? 'an' : 'a'} ${noun} id (${IDENTIFIER_TEXT}), got ${describeValue(raw.id)}`,
       ])
     } else {
-      label = `device "${id}"`
-      const first = firstIndexOf.get(id)
-      if (first === undefined) firstIndexOf.set(id, index)
+      label = `${noun} "${id}"`
+      const first = firstUse.get(id)
+      if (first === undefined) firstUse.set(id, `${list}[${index}]`)
       else {
-        label = `device "${id}" (devices[${index}])`
-        problems.push(['id', `duplicate id, already used by devices[${first}]`])
+        label = `${noun} "${id}" (${list}[${index}])`
+        problems.push(['id', `duplicate id, already used by ${first}`])
       }
     }
+    return { id, label }
+  }
+  const unknownFields = (
+    raw: Readonly<Record<string, unknown>>,
+    known: readonly string[],
+    problems: Array<[string, string]>,
+    hint: Readonly<Record<string, string>> = {},
+  ) => {
     for (const key of Object.keys(raw)) {
-      const known = (ENTRY_FIELDS as readonly string[]).includes(key)
-      const reserved = (RESERVED_FIELDS as readonly string[]).includes(key)
-      if (!known && !reserved) {
-        problems.push([
-          key,
-          `unknown field; known: ${ENTRY_FIELDS.join(', ')} (${RESERVED_FIELDS.join(', ')} reserved for credentials)`,
-        ])
-      }
+      if (known.includes(key)) continue
+      problems.push([key, hint[key] ?? `unknown field; known: ${known.join(', ')}`])
     }
+  }
+  const secretOf = (value: unknown, problems: Array<[string, string]>): SecretHash | null => {
+    const parsed = parseSecretHash(value)
+    if (parsed.ok) return parsed.hash
+    problems.push(['secret', parsed.message])
+    return null
+  }
+
+  const entries: DeviceEntry[] = []
+  for (const [index, raw] of devices.entries()) {
+    if (!isMapping(raw)) {
+      errors.push(`${fileName}: devices[${index}]: must be a mapping, got ${describeValue(raw)}`)
+      continue
+    }
+    const problems: Array<[string, string]> = []
+    const { id, label } = claimId(raw, 'devices', index, problems)
+    unknownFields(raw, ENTRY_FIELDS, problems, {
+      roles:
+        'devices have no roles (they publish their own readings); apps with roles go under "apps"',
+    })
     const tags = Object.hasOwn(raw, 'tags') ? parseTags(raw.tags, 'tags', problems) : {}
+    const secret = Object.hasOwn(raw, 'secret') ? secretOf(raw.secret, problems) : undefined
+    const metrics = Object.hasOwn(raw, 'metrics') ? parseMetrics(raw.metrics, problems) : undefined
     for (const [field, message] of problems) {
       errors.push(`${fileName}: ${label}: field "${field}": ${message}`)
     }
-    if (problems.length === 0 && id !== null && tags !== null) entries.push({ id, tags })
+    if (problems.length === 0 && id !== null && tags !== null) {
+      const entry: DeviceEntry = { id, tags }
+      if (secret) entry.secret = secret
+      if (metrics) entry.metrics = metrics
+      entries.push(entry)
+    }
+  }
+
+  const appEntries: AppEntry[] = []
+  for (const [index, raw] of apps.entries()) {
+    if (!isMapping(raw)) {
+      errors.push(`${fileName}: apps[${index}]: must be a mapping, got ${describeValue(raw)}`)
+      continue
+    }
+    const problems: Array<[string, string]> = []
+    const { id, label } = claimId(raw, 'apps', index, problems)
+    unknownFields(raw, APP_FIELDS, problems)
+    let secret: SecretHash | null = null
+    if (!Object.hasOwn(raw, 'secret')) {
+      problems.push(['secret', 'is required (npm run app:add writes it)'])
+    } else secret = secretOf(raw.secret, problems)
+    const roles = parseRoles(raw.roles, problems)
+    for (const [field, message] of problems) {
+      errors.push(`${fileName}: ${label}: field "${field}": ${message}`)
+    }
+    if (problems.length === 0 && id !== null && secret !== null && roles !== null) {
+      appEntries.push({ id, secret, roles })
+    }
   }
   return errors.length > 0
     ? { ok: false, errors }
-    : { ok: true, registry: createDeviceRegistry(entries) }
+    : { ok: true, registry: createDeviceRegistry(entries, appEntries) }
+}
+
+function parseMetrics(value: unknown, problems: Array<[string, string]>): string[] | null {
+  if (!Array.isArray(value) || value.length === 0) {
+    problems.push([
+      'metrics',
+      `must be a non-empty list of metric names (leave it out to allow any), got ${describeValue(value)}`,
+    ])
+    return null
+  }
+  const bad = value.find((metric) => !isIdentifier(metric))
+  if (bad !== undefined) {
+    problems.push([
+      'metrics',
+      `must hold metric names (${IDENTIFIER_TEXT}), got ${describeValue(bad)}`,
+    ])
+    return null
+  }
+  return [...new Set(value as string[])]
+}
+
+function parseRoles(value: unknown, problems: Array<[string, string]>): Role[] | null {
+  if (value === undefined) {
+    problems.push(['roles', `is required: a list of ${ROLES.join(', ')}`])
+    return null
+  }
+  if (!Array.isArray(value) || value.length === 0) {
+    problems.push([
+      'roles',
+      `must be a non-empty list of ${ROLES.join(', ')}, got ${describeValue(value)}`,
+    ])
+    return null
+  }
+  const bad = value.find((role) => !isRole(role))
+  if (bad !== undefined) {
+    problems.push(['roles', `must be one of ${ROLES.join(', ')}, got ${describeValue(bad)}`])
+    return null
+  }
+  return [...new Set(value as Role[])]
 }
 
 /**

@@ -10,8 +10,29 @@ export interface LoggerOptions {
   destination?: DestinationStream
 }
 
+/**
+ * Fields that may hold a secret, wherever a log call puts them: censored by pino before the line
+ * is written (DESIGN §8: credentials never appear in logs). The code logs none of these; this is
+ * the net under a future mistake (an `err` carrying request headers, a connect packet).
+ */
+export const REDACTED_PATHS = [
+  'password',
+  'secret',
+  'authorization',
+  '*.password',
+  '*.secret',
+  '*.authorization',
+  'req.headers.authorization',
+  'headers.authorization',
+  'packet.password',
+]
+
 export function createLogger(options: LoggerOptions): Logger {
-  const base = { level: options.level, base: { service: 'sensor-gateway' } }
+  const base = {
+    level: options.level,
+    base: { service: 'sensor-gateway' },
+    redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+  }
   if (options.destination) return pino(base, options.destination)
   if (options.pretty) {
     return pino({

@@ -40,18 +40,15 @@ describe('parseDeviceRegistry', () => {
     expect(result.ok && result.registry.ids()).toEqual([])
   })
 
-  it('accepts the reserved credential keys without reading them', () => {
-    const result = parseDeviceRegistry(
-      'devices:\n  - id: a\n    secret: $argon2id$...\n    roles: [device]\n',
-      FILE,
-    )
-    expect(result.ok && result.registry.ids()).toEqual(['a'])
+  it('a registry with tags only has no credentials', () => {
+    const result = parseDeviceRegistry('devices:\n  - id: a\n    tags: { site: x }\n', FILE)
+    expect(result.ok && result.registry.hasCredentials()).toBe(false)
   })
 
   it.each([
     {
       text: 'devices:\n  - id: a\n    tag: { site: x }\n',
-      want: `${FILE}: device "a": field "tag": unknown field; known: id, tags (secret, roles reserved for credentials)`,
+      want: `${FILE}: device "a": field "tag": unknown field; known: id, tags, secret, metrics`,
     },
     { text: 'devices:\n  - tags: {}\n', want: `${FILE}: devices[0]: field "id": is required` },
     {
@@ -78,7 +75,7 @@ describe('parseDeviceRegistry', () => {
     { text: 'devices: { a: 1 }\n', want: `${FILE}: field "devices": must be a list of devices` },
     {
       text: 'device: []\n',
-      want: `${FILE}: field "device": unknown top-level field; known: devices`,
+      want: `${FILE}: field "device": unknown top-level field; known: devices, apps`,
     },
     { text: 'devices:\n  - id: a\n    id: b\n', want: `${FILE}:3:5: Map keys must be unique` },
   ])('$want', ({ text, want }) => {
@@ -123,5 +120,7 @@ describe('loadDeviceRegistry', () => {
       ...Array.from({ length: 8 }, (_, i) => `sim-00${i + 1}`),
     ])
     expect(registry.tagsOf('greenhouse-sim-001')).toEqual({ site: 'greenhouse', zone: 'north' })
+    // The demo runs anonymously on loopback: the shipped file must stay without secrets.
+    expect(registry.hasCredentials()).toBe(false)
   })
 })

@@ -1,0 +1,314 @@
+import { TLSSocket } from 'node:tls'
+import type { AedesOptions, Client } from 'aedes'
+import type { EventBus } from '../bus/event-bus.ts'
+import { isIdentifier } from '../contract/identifiers.ts'
+import { SENSOR_ROOT } from '../contract/topics.ts'
+import { type ParseOptions, parsePublish, toDeadLetter } from '../ingest/parse-publish.ts'
+import type { DeviceRegistry } from '../rules/device-registry.ts'
+import type { Logger } from '../telemetry/logger.ts'
+import {
+  filterGranted,
+  type Grants,
+  mayPublish,
+  metricAllowed,
+  type Principal,
+  subscribeGrants,
+  topicGranted,
+} from './acl.ts'
+import { createSecretVerifier, type SecretVerifier } from './credentials.ts'
+
+type Authenticate = NonNullable<AedesOptions['authenticate']>
+type AuthorizePublish = NonNullable<AedesOptions['authorizePublish']>
+type AuthorizeSubscribe = NonNullable<AedesOptions['authorizeSubscribe']>
+type AuthorizeForward = NonNullable<AedesOptions['authorizeForward']>
+
+/** CONNACK return codes of MQTT 3.1.1 (§3.2.2.3) that authentication answers with. */
+export const CONNACK = {
+  identifierRejected: 2,
+  badUsernameOrPassword: 4,
+  notAuthorized: 5,
+} as const
+
+export interface MqttAuth {
+  /** Aedes' authenticate: the same for TCP, TLS and WebSocket, since they share one broker. */
+  authenticate: Authenticate
+  /** Wraps the rest of the publish chain (topic guard, ingest) with the ACL. */
+  authorizePublish(next: AuthorizePublish): AuthorizePublish
+  authorizeSubscribe: AuthorizeSubscribe
+  authorizeForward: AuthorizeForward
+  /** The authenticated principal of a connection; undefined for anonymous ones. */
+  principalOf(client: Client): Principal | undefined
+}
+
+/**
+ * The device id a verified TLS client certificate vouches for: its subject CN, when the TLS
+ * handshake verified the certificate against the configured CA (`authorized`). For MQTT over
+ * TLS the socket is `client.conn`; for MQTT over secure WebSocket it is the upgrade request's
+ * socket. Null when there is no verified certificate or its CN is not a valid device id.
+ */
+export function certificateIdentity(client: { conn?: unknown; req?: unknown }): string | null {
+  const socket =
+    client.conn instanceof TLSSocket
+      ? client.conn
+      : (client.req as { socket?: unknown } | undefined)?.socket
+  if (!(socket instanceof TLSSocket) || socket.authorized !== true) return null
+  const cn: unknown = socket.getPeerCertificate()?.subject?.CN
+  // A subject with several CNs comes back as an array: which one is meant is not ours to guess.
+  return isIdentifier(cn) ? cn : null
+}
+
+function authError(returnCode: 2 | 4 | 5, message: string) {
+  return Object.assign(new Error(message), { returnCode })
+}
+
+/**
+ * MQTT authentication and authorisation (DESIGN §8), one Aedes hook each.
+ *
+ * authenticate, in order:
+ * 1. a verified client certificate: the device named by its CN (no password needed; a username,
+ *    if sent, must be that CN, else 4). A CN naming an app is refused (5): certificates are for
+ *    devices.
+ * 2. no credentials configured (no secret in the registry): anyone, as before (the bind policy
+ *    keeps this to loopback).
+ *    A username sent then is ignored: there is nothing to check it against.
+ * 3. no username: 5 "not authorized".
+ * 4. username = a device or app id, password = its secret (scrypt, constant-time compare);
+ *    unknown id or wrong secret: 4 "bad user name or password" (the same answer and about the same
+ *    time for both, so ids cannot be probed).
+ * 5. the client id: one that names a registered device or app is that principal's alone, so no
+ *    one can take over (and disconnect) another's session; else 2 "identifier rejected".
+ *
+ * Denied publishes close the connection (MQTT 3.1.1 has no negative PUBACK): publishing as another
+ * device, or on a topic the principal may not publish on, is an attack or a device that is badly
+ * misconfigured, and either way someone must look. A metric outside a device's allow-list is bad
+ * input from a legitimate device: it is dead-lettered as `not_authorized` and acknowledged,
+ * so the device keeps its connection and its other readings. Denied subscriptions get SUBACK 0x80
+ * for that filter and the connection stays. Forwarding re-checks each message against the
+ * receiver's grants (defence in depth: nothing reaches a client that it could not subscribe to).
+ */
+export function createMqttAuth(deps: {
+  registry: DeviceRegistry
+  log: Logger
+  /** Where `not_authorized` dead letters go (the dead-letter module listens on it). */
+  bus: EventBus
+  /** To read the metrics of `sensors/{id}` payloads for devices with a metric allow-list. */
+  parseOptions: ParseOptions
+  verifier?: SecretVerifier
+  now?: () => number
+  /** Whether clients without an identity are refused; default: once the registry has a secret. */
+  required?: boolean
+}): MqttAuth {
+  const { registry, bus } = deps
+  const required = deps.required ?? registry.hasCredentials()
+  const log = deps.log.child({ module: 'auth' })
+  const verifier = deps.verifier ?? createSecretVerifier()
+  const now = deps.now ?? Date.now
+  const principals = new WeakMap<Client, Principal>()
+  /** Each principal's subscribe grants, computed once per connection: forwarding is hot. */
+  const grants = new WeakMap<Client, Grants>()
+
+  const devicePrincipal = (id: string): Principal => {
+    const metrics = registry.device(id)?.metrics
+    return { kind: 'device', id, metrics: metrics ? new Set(metrics) : null }
+  }
+
+  /** A client id naming a registered principal belongs to it (rule 5 above). */
+  const clientIdTaken = (clientId: string, principal: Principal) =>
+    clientId !== principal.id &&
+    (registry.device(clientId) !== undefined || registry.app(clientId) !== undefined)
+
+  const accept = (
+    client: Client,
+    principal: Principal,
+    via: string,
+    done: Parameters<Authenticate>[3],
+  ) => {
+    if (clientIdTaken(client.id, principal)) {
+      log.warn(
+        { clientId: client.id, principal: principal.id, kind: principal.kind },
+        'MQTT connection refused: client id belongs to another device or app',
+      )
+      return done(
+        authError(CONNACK.identifierRejected, 'client id belongs to another device or app'),
+        false,
+      )
+    }
+    principals.set(client, principal)
+    grants.set(client, subscribeGrants(principal))
+    log.debug(
+      { clientId: client.id, principal: principal.id, kind: principal.kind, via },
+      'MQTT client authenticated',
+    )
+    done(null, true)
+  }
+
+  const authenticate: Authenticate = (client, username, password, done) => {
+    const certified = certificateIdentity(client)
+    if (certified !== null) {
+      if (username !== undefined && username !== certified) {
+        log.warn(
+          { clientId: client.id, certificate: certified, username },
+          'MQTT connection refused: username is not the certificate CN',
+        )
+        return done(
+          authError(CONNACK.badUsernameOrPassword, 'username is not the certificate CN'),
+          false,
+        )
+      }
+      if (registry.app(certified) !== undefined) {
+        log.warn(
+          { clientId: client.id, certificate: certified },
+          'MQTT connection refused: certificate names an app',
+        )
+        return done(authError(CONNACK.notAuthorized, 'certificates identify devices'), false)
+      }
+      return accept(client, devicePrincipal(certified), 'certificate', done)
+    }
+    if (!required) return done(null, true)
+    if (username === undefined) {
+      log.info({ clientId: client.id }, 'MQTT connection refused: no credentials given')
+      return done(authError(CONNACK.notAuthorized, 'not authorized: credentials required'), false)
+    }
+    const device = registry.device(username)
+    const app = device ? undefined : registry.app(username)
+    const hash = device?.secret ?? app?.secret
+    verifier.verify(username, password ?? Buffer.alloc(0), hash).then(
+      (ok) => {
+        if (!ok) {
+          // The username is what a client claims; it is logged (who tried), the password never.
+          log.warn(
+            { clientId: client.id, username },
+            'MQTT connection refused: bad username or password',
+          )
+          return done(authError(CONNACK.badUsernameOrPassword, 'bad user name or password'), false)
+        }
+        const principal: Principal = app
+          ? { kind: 'app', id: app.id, roles: new Set(app.roles) }
+          : devicePrincipal(username)
+        accept(client, principal, 'password', done)
+      },
+      (err: unknown) => {
+        log.error({ err, clientId: client.id }, 'MQTT authentication failed')
+        done(authError(CONNACK.notAuthorized, 'authentication failed'), false)
+      },
+    )
+  }
+
+  const deny = (
+    client: Client,
+    principal: Principal | undefined,
+    topic: string,
+    reason: string,
+  ) => {
+    log.warn(
+      {
+        clientId: client.id,
+        principal: principal?.id,
+        kind: principal?.kind ?? 'anonymous',
+        topic,
+        reason,
+      },
+      'publish denied; connection closed',
+    )
+    return new Error(`not authorized to publish on ${topic} (${reason})`)
+  }
+
+  /** The metrics of a publish the device may not send, or null when all are allowed. */
+  const disallowedMetrics = (
+    principal: Principal,
+    topic: string,
+    payload: Buffer,
+  ): string[] | null => {
+    if (principal.kind !== 'device' || principal.metrics === null) return null
+    const levels = topic.split('/')
+    if (levels.length === 3) {
+      const metric = levels[2] as string
+      // Not a metric name at all: ingest dead-letters it as bad_identifier.
+      if (!isIdentifier(metric)) return null
+      return metricAllowed(principal, metric) ? null : [metric]
+    }
+    if (levels.length !== 2) return null
+    // `sensors/{id}` carries its metrics in the payload. A payload that does not parse is left to
+    // ingest, which dead-letters it with the parser's own reason.
+    const parsed = parsePublish(topic, payload, now(), deps.parseOptions)
+    if (!parsed.ok) return null
+    const bad = [...new Set(parsed.readings.map((r) => r.metric))].filter(
+      (m) => !metricAllowed(principal, m),
+    )
+    return bad.length > 0 ? bad : null
+  }
+
+  return {
+    authenticate,
+
+    authorizePublish(next) {
+      return (client, packet, callback) => {
+        // The broker's own publishes (alerts, status, dead letters), and wills without a client.
+        if (client === null) return next(client, packet, callback)
+        const principal = principals.get(client)
+        if (principal === undefined) {
+          // Anonymous (no credentials configured): as before, but never on the broker's $SYS.
+          if (packet.topic.startsWith('$')) {
+            return callback(deny(client, principal, packet.topic, 'reserved_topic'))
+          }
+          return next(client, packet, callback)
+        }
+        const decision = mayPublish(principal, packet.topic)
+        if (!decision.ok) return callback(deny(client, principal, packet.topic, decision.reason))
+        if (
+          principal.kind === 'device' &&
+          principal.metrics !== null &&
+          packet.topic.startsWith(`${SENSOR_ROOT}/`)
+        ) {
+          const payload =
+            typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
+          const bad = disallowedMetrics(principal, packet.topic, payload)
+          if (bad !== null) {
+            bus.emit('reading.rejected', {
+              deviceId: principal.id,
+              clientId: client.id,
+              deadLetter: toDeadLetter(
+                packet.topic,
+                payload,
+                {
+                  reason: 'not_authorized',
+                  detail: `device ${principal.id} may not publish metric ${bad.join(', ')} (allowed: ${[...principal.metrics].join(', ')})`,
+                },
+                now(),
+              ),
+            })
+            // Acknowledged and dropped: the device's other readings keep flowing.
+            return callback(null)
+          }
+        }
+        next(client, packet, callback)
+      }
+    },
+
+    authorizeSubscribe(client, subscription, callback) {
+      const principal = principals.get(client)
+      const granted = grants.get(client)
+      if (principal === undefined || granted === undefined) return callback(null, subscription)
+      if (filterGranted(granted, subscription.topic)) return callback(null, subscription)
+      log.info(
+        {
+          clientId: client.id,
+          principal: principal.id,
+          kind: principal.kind,
+          topic: subscription.topic,
+        },
+        'subscription denied',
+      )
+      // null negates this one filter: SUBACK 0x80 for it, the connection stays.
+      callback(null, null)
+    },
+
+    authorizeForward(client, packet) {
+      const granted = grants.get(client)
+      if (granted === undefined || topicGranted(granted, packet.topic)) return packet
+      return null
+    },
+
+    principalOf: (client) => principals.get(client),
+  }
+}

@@ -1,0 +1,324 @@
+import { once } from 'node:events'
+import { connect as connectTcp, type Socket } from 'node:net'
+import mqtt, { connectAsync, type MqttClient } from 'mqtt'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import type { DeadLetter } from '../../src/contract/types.ts'
+import { startTestGateway, type TestGateway } from '../helpers/gateway.ts'
+import { connectClient, endAll, recordMessages } from '../helpers/mqtt.ts'
+import { allReadings } from '../helpers/store.ts'
+
+/**
+ * The limits of DESIGN §8 against a real gateway over real sockets: each test sets the limit
+ * small through the environment, pushes one client past it, and checks both what that client
+ * sees and that well-behaved devices lost nothing meanwhile.
+ */
+
+const T0 = Date.now() - 60_000
+
+/** A CONNECT packet (MQTT 3.1.1, clean session, keepalive 60 s) for a raw socket. */
+function connectPacket(clientId: string): Buffer {
+  const id = Buffer.from(clientId)
+  const body = Buffer.concat([
+    Buffer.from([0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x3c]),
+    Buffer.from([id.length >> 8, id.length & 0xff]),
+    id,
+  ])
+  return Buffer.concat([Buffer.from([0x10, body.length]), body])
+}
+
+/** A SUBSCRIBE packet (packet id 1, QoS 0) for a raw socket. */
+function subscribePacket(filter: string): Buffer {
+  const topic = Buffer.from(filter)
+  const body = Buffer.concat([
+    Buffer.from([0x00, 0x01, topic.length >> 8, topic.length & 0xff]),
+    topic,
+    Buffer.from([0x00]),
+  ])
+  return Buffer.concat([Buffer.from([0x82, body.length]), body])
+}
+
+/** Resolves on 'close' only: events.once would reject on the 'error' that often comes first. */
+function closeOf(emitter: MqttClient | Socket): Promise<void> {
+  return new Promise((resolve) => emitter.once('close', () => resolve()))
+}
+
+describe('limits (DESIGN §8): what a client over a limit sees, and that nobody else loses data', () => {
+  let gw: TestGateway | null = null
+  const clients = new Set<MqttClient>()
+  const sockets = new Set<Socket>()
+
+  const start = async (env: Record<string, string>) => {
+    gw = await startTestGateway(env)
+    return gw
+  }
+  const connect = async (clientId: string, url = gw?.mqttUrl ?? '') => {
+    const client = await connectClient(url, { clientId })
+    // A client the gateway drops emits 'error' (ECONNRESET); the test watches 'close' instead.
+    client.on('error', () => {})
+    clients.add(client)
+    return client
+  }
+  const rawSocket = async () => {
+    const url = new URL(gw?.mqttUrl ?? '')
+    const socket = connectTcp(Number(url.port), '127.0.0.1')
+    socket.on('error', () => {})
+    sockets.add(socket)
+    await once(socket, 'connect')
+    return socket
+  }
+  /** A device that behaves: `count` QoS 1 readings, each with its own timestamp. */
+  const behave = async (client: MqttClient, deviceId: string, count: number, from = 0) => {
+    for (let i = from; i < from + count; i++) {
+      await client.publishAsync(
+        `sensors/${deviceId}/temperature`,
+        JSON.stringify({ value: i, ts: T0 + i }),
+        { qos: 1 },
+      )
+    }
+  }
+  const storedValues = async (deviceId: string) =>
+    (await allReadings((gw as TestGateway).gateway.store, deviceId)).map((r) => r.value)
+  const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i)
+  const warnings = (text: string) =>
+    (gw?.logs ?? []).filter((l) => l.level === 40 && String(l.msg).includes(text))
+
+  afterEach(async () => {
+    await endAll(clients)
+    clients.clear()
+    for (const socket of sockets) socket.destroy()
+    sockets.clear()
+    await gw?.cleanup()
+    gw = null
+  })
+
+  it('closes a connection that starts a packet over MAX_PACKET_BYTES, before the packet is read', async () => {
+    await start({ MAX_PACKET_BYTES: '65536' })
+    const calm = await connect('dev-calm')
+    const big = await connect('dev-big')
+    await behave(big, 'dev-big', 3)
+    await behave(calm, 'dev-calm', 3)
+
+    // 1 MiB: a publish that would otherwise be buffered whole before anything could judge it.
+    const closed = closeOf(big)
+    big.publish('sensors/dev-big/temperature', Buffer.alloc(1024 * 1024, 0x20), { qos: 1 })
+    await closed
+    await vi.waitFor(() => expect(warnings('MAX_PACKET_BYTES')).toHaveLength(1))
+    const [refusal] = warnings('MAX_PACKET_BYTES')
+    expect(refusal).toMatchObject({
+      reason: 'packet_too_large',
+      transport: 'tcp',
+      clientId: 'dev-big',
+    })
+    expect(refusal?.announcedBytes as number).toBeGreaterThan(1024 * 1024)
+    // The gateway stopped reading at the header: what it read of this connection (CONNECT, the
+    // three readings, then at most one socket read) is a fraction of the packet announced.
+    expect(refusal?.bytesRead as number).toBeLessThan(256 * 1024)
+
+    // The same device on a new connection: accepted as before. The calm one never noticed.
+    clients.delete(big)
+    const again = await connect('dev-big')
+    await behave(again, 'dev-big', 3, 3)
+    await behave(calm, 'dev-calm', 3, 3)
+    expect(await storedValues('dev-big')).toEqual(range(0, 6))
+    expect(await storedValues('dev-calm')).toEqual(range(0, 6))
+  })
+
+  it('applies the same packet limit to MQTT over WebSocket', async () => {
+    await start({ MAX_PACKET_BYTES: '65536' })
+    const wsUrl = `${gw?.httpUrl.replace('http://', 'ws://')}/mqtt`
+    const big = await connect('dev-ws-big', wsUrl)
+    await behave(big, 'dev-ws-big', 2)
+    const closed = closeOf(big)
+    big.publish('sensors/dev-ws-big/temperature', Buffer.alloc(512 * 1024, 0x20), { qos: 1 })
+    await closed
+    await vi.waitFor(() =>
+      expect(warnings('MAX_PACKET_BYTES')[0]).toMatchObject({
+        reason: 'packet_too_large',
+        transport: 'ws',
+      }),
+    )
+    clients.delete(big)
+    const again = await connect('dev-ws-big', wsUrl)
+    await behave(again, 'dev-ws-big', 2, 2)
+    expect(await storedValues('dev-ws-big')).toEqual(range(0, 4))
+  })
+
+  it('dead-letters exactly the publishes over PUBLISH_RATE/PUBLISH_BURST as rate_limited', async () => {
+    await start({ PUBLISH_RATE: '1', PUBLISH_BURST: '5', RATE_DISCONNECT_AFTER: '100' })
+    const watcher = await connect('watcher')
+    const letters = recordMessages(watcher)
+    await watcher.subscribeAsync('gateway/deadletter/#', { qos: 0 })
+    const subscriber = await connect('subscriber')
+    const forwarded = recordMessages(subscriber)
+    await subscriber.subscribeAsync(['sensors/dev-flood/#', 'probe/#'], { qos: 0 })
+    const calm = await connect('dev-calm')
+    const flood = await connect('dev-flood')
+
+    // Eight QoS 1 readings at once: every one is acknowledged (no error, no disconnect)...
+    await Promise.all(
+      range(0, 8).map((i) =>
+        flood.publishAsync(
+          'sensors/dev-flood/temperature',
+          JSON.stringify({ value: i, ts: T0 + i }),
+          { qos: 1 },
+        ),
+      ),
+    )
+    await behave(calm, 'dev-calm', 5)
+    expect(flood.connected).toBe(true)
+
+    // ...the burst of five is stored, the three over it are dead-lettered, not stored.
+    expect(await storedValues('dev-flood')).toEqual(range(0, 5))
+    await vi.waitFor(() => expect(letters).toHaveLength(3))
+    const dead = letters.map((m) => ({
+      topic: m.topic,
+      letter: JSON.parse(m.payload) as DeadLetter,
+    }))
+    expect(dead.map((d) => d.topic)).toEqual(Array(3).fill('gateway/deadletter/dev-flood'))
+    expect(dead.map((d) => d.letter.reason)).toEqual(Array(3).fill('rate_limited'))
+    expect(dead.map((d) => JSON.parse(d.letter.payload).value)).toEqual([5, 6, 7])
+    expect(gw?.gateway.stats().rejectedByReason).toEqual({ rate_limited: 3 })
+
+    // Nor are they forwarded: a probe sent after the flood's last PUBACK arrives after anything
+    // the flood could have delivered, and before it the subscriber got the five stored only.
+    await subscriber.publishAsync('probe/done', 'x', { qos: 1 })
+    await vi.waitFor(() => expect(forwarded.map((m) => m.topic)).toContain('probe/done'))
+    expect(forwarded.filter((m) => m.topic.startsWith('sensors/'))).toHaveLength(5)
+
+    expect(await storedValues('dev-calm')).toEqual(range(0, 5))
+  })
+
+  it('disconnects a client RATE_DISCONNECT_AFTER limited publishes in a row, logging it once', async () => {
+    await start({ PUBLISH_RATE: '1', PUBLISH_BURST: '5', RATE_DISCONNECT_AFTER: '3' })
+    const watcher = await connect('watcher')
+    const letters = recordMessages(watcher)
+    await watcher.subscribeAsync('gateway/deadletter/#', { qos: 0 })
+    const calm = await connect('dev-calm')
+    const flood = await connect('dev-runaway')
+    const closed = closeOf(flood)
+    // Far over: 40 QoS 0 readings in a burst, as a runaway loop would send them.
+    for (const i of range(0, 40)) {
+      flood.publish('sensors/dev-runaway/temperature', JSON.stringify({ value: i, ts: T0 + i }), {
+        qos: 0,
+      })
+    }
+    await closed
+    await behave(calm, 'dev-calm', 5)
+
+    // Five within the burst stored, three limited in a row dead-lettered, then the connection
+    // closed: nothing after it was taken.
+    await vi.waitFor(async () => expect(await storedValues('dev-runaway')).toEqual(range(0, 5)))
+    await vi.waitFor(() => expect(letters).toHaveLength(3))
+    expect(letters.map((m) => (JSON.parse(m.payload) as DeadLetter).reason)).toEqual(
+      Array(3).fill('rate_limited'),
+    )
+    const warned = warnings('RATE_DISCONNECT_AFTER')
+    expect(warned).toHaveLength(1)
+    expect(warned[0]).toMatchObject({ clientId: 'dev-runaway', limitedInRow: 3 })
+    expect(await storedValues('dev-calm')).toEqual(range(0, 5))
+  })
+
+  it('disconnects a subscriber that stops reading after DRAIN_TIMEOUT; the others get every message', async () => {
+    await start({ DRAIN_TIMEOUT: '300ms', PUBLISH_RATE: '100000', PUBLISH_BURST: '100000' })
+    // A subscriber that subscribes to every reading and then never reads its socket again.
+    const slow = await rawSocket()
+    const handshake: Buffer[] = []
+    const acked = new Promise<void>((resolve) => {
+      slow.on('data', (chunk: Buffer) => {
+        handshake.push(chunk)
+        // CONNACK (4 bytes) and SUBACK (5 bytes): subscribed.
+        if (Buffer.concat(handshake).length >= 9) resolve()
+      })
+    })
+    slow.write(Buffer.concat([connectPacket('slow-reader'), subscribePacket('sensors/#')]))
+    await acked
+    slow.pause()
+    const slowGone = () => warnings('DRAIN_TIMEOUT').length > 0
+
+    const normal = await connect('normal-reader')
+    const received = recordMessages(normal)
+    await normal.subscribeAsync('sensors/#', { qos: 0 })
+    const device = await connect('dev-steady')
+
+    // 32 KiB readings (a number padded with whitespace, still valid) fill the slow reader's
+    // socket buffers within a few MiB; publish until the gateway has dropped it, then some more.
+    const pad = ' '.repeat(32 * 1024)
+    let published = 0
+    const send = async () => {
+      await device.publishAsync(
+        'sensors/dev-steady/temperature',
+        JSON.stringify({ value: published, ts: T0 + published }) + pad,
+        { qos: 1 },
+      )
+      published++
+    }
+    while (!slowGone() && published < 3_000) await send()
+    expect(slowGone()).toBe(true)
+    for (let i = 0; i < 20; i++) await send()
+
+    await vi.waitFor(() => expect(received).toHaveLength(published), { timeout: 10_000 })
+    expect(warnings('DRAIN_TIMEOUT')[0]).toMatchObject({ clientId: 'slow-reader' })
+    // The slow reader's socket was closed by the gateway: reading it now reaches the end.
+    slow.resume()
+    if (!slow.destroyed) await closeOf(slow)
+    expect(await storedValues('dev-steady')).toEqual(range(0, published))
+  })
+
+  it('refuses a connection over MAX_CONNECTIONS (TCP and WebSocket together) by closing it', async () => {
+    await start({ MAX_CONNECTIONS: '2' })
+    const wsUrl = `${gw?.httpUrl.replace('http://', 'ws://')}/mqtt`
+    const tcpDevice = await connect('dev-tcp')
+    const wsDevice = await connect('dev-ws', wsUrl)
+
+    // The third is closed before any CONNACK, over either transport.
+    for (const url of [gw?.mqttUrl ?? '', wsUrl]) {
+      const third = mqtt.connect(url, { clientId: 'dev-third', reconnectPeriod: 0 })
+      third.on('error', () => {})
+      let connacked = false
+      third.on('connect', () => {
+        connacked = true
+      })
+      await closeOf(third)
+      expect(connacked).toBe(false)
+      third.end(true)
+    }
+    await expect(
+      connectAsync(gw?.mqttUrl ?? '', { clientId: 'dev-third', reconnectPeriod: 0 }, false),
+    ).rejects.toThrow("Couldn't connect to server")
+    expect(warnings('MAX_CONNECTIONS')).toHaveLength(1)
+
+    await behave(tcpDevice, 'dev-tcp', 3)
+    await behave(wsDevice, 'dev-ws', 3)
+    // A slot freed is a slot again.
+    await tcpDevice.endAsync()
+    clients.delete(tcpDevice)
+    await vi.waitFor(async () => {
+      const client = await connectAsync(
+        gw?.mqttUrl ?? '',
+        { clientId: 'dev-late', reconnectPeriod: 0 },
+        false,
+      )
+      clients.add(client)
+    })
+    const late = [...clients].find((c) => c.options.clientId === 'dev-late') as MqttClient
+    await behave(late, 'dev-late', 3)
+    expect(await storedValues('dev-tcp')).toEqual(range(0, 3))
+    expect(await storedValues('dev-ws')).toEqual(range(0, 3))
+    expect(await storedValues('dev-late')).toEqual(range(0, 3))
+  })
+
+  it('closes a connection that sends no CONNECT within CONNECT_TIMEOUT', async () => {
+    await start({ CONNECT_TIMEOUT: '300ms' })
+    const device = await connect('dev-calm')
+    const silent = await rawSocket()
+    silent.resume()
+    await closeOf(silent)
+    expect(warnings('CONNECT_TIMEOUT')).toHaveLength(1)
+    // A client that does send CONNECT in time is not affected, nor is one already connected.
+    await behave(device, 'dev-calm', 3)
+    const later = await connect('dev-later')
+    await behave(later, 'dev-later', 3)
+    expect(await storedValues('dev-calm')).toEqual(range(0, 3))
+    expect(await storedValues('dev-later')).toEqual(range(0, 3))
+  })
+})
