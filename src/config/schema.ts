@@ -320,7 +320,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     path: 'devicesFile',
     env: 'DEVICES_FILE',
     default: 'config/devices.yaml',
-    description: 'Device registry (ids and tags that rules can match); optional',
+    description: 'Registry of devices and apps: ids, tags, credential hashes, roles; optional',
     parse: text,
   },
   {
