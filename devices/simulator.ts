@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises'
 import { parse as parseYaml } from 'yaml'
 import { createLogger } from '../src/telemetry/logger.ts'
+import { onShutdownSignals } from '../src/util/shutdown-signals.ts'
 import { HELP, layerSettings, parseSimulatorArgs } from './cli-args.ts'
 import { createFleet } from './fleet.ts'
 import {
@@ -94,18 +95,11 @@ async function main(argv: readonly string[]): Promise<number> {
     log,
   )
 
-  let signalled = false
   const interrupted = new Promise<NodeJS.Signals>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (signalled) {
-        log.warn({ signal }, 'second signal: exiting without a clean disconnect')
-        process.exit(1)
-      }
-      signalled = true
-      resolve(signal)
-    }
-    process.on('SIGINT', onSignal)
-    process.on('SIGTERM', onSignal)
+    onShutdownSignals(resolve, (signal) => {
+      log.warn({ signal }, 'second signal: exiting without a clean disconnect')
+      process.exit(1)
+    })
   })
 
   const progress = setInterval(

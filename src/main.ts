@@ -4,13 +4,12 @@ import type { GatewayConfig } from './config/schema.ts'
 import { GatewayError } from './errors.ts'
 import { createGateway, type Gateway } from './gateway.ts'
 import { createLogger, type Logger } from './telemetry/logger.ts'
+import { onShutdownSignals } from './util/shutdown-signals.ts'
 
 /**
  * The process entry: the only place that reads the environment and handles signals.
  * Exit codes: 0 after a clean stop, 1 for bad configuration or a failed start.
  */
-const DUPLICATE_SIGNAL_WINDOW_MS = 1_000
-
 export interface RunHooks {
   /** Called once the gateway listens, with the ports actually bound. */
   onStarted?: (gateway: Gateway, config: GatewayConfig, log: Logger) => Promise<void> | void
@@ -38,28 +37,23 @@ export async function runGateway(hooks: RunHooks = {}): Promise<void> {
     return fail(err, log)
   }
 
-  let signalledAt = 0
-  const shutdown = (signal: NodeJS.Signals) => {
-    if (signalledAt > 0) {
-      // Ctrl-C reaches both npm and this process, and npm forwards it once more: a repeat within
-      // a moment is that echo, not an impatient user.
-      if (Date.now() - signalledAt < DUPLICATE_SIGNAL_WINDOW_MS) return
+  onShutdownSignals(
+    (signal) => {
+      log.info({ signal }, 'shutting down')
+      const stopped = (hooks.beforeStop?.() ?? Promise.resolve()).then(() => gateway.stop())
+      stopped.then(
+        () => flushAndExit(log, 0),
+        (err: unknown) => {
+          log.error({ err }, 'shutdown failed')
+          flushAndExit(log, 1)
+        },
+      )
+    },
+    (signal) => {
       log.warn({ signal }, 'second signal: exiting without waiting for the flush')
       process.exit(1)
-    }
-    signalledAt = Date.now()
-    log.info({ signal }, 'shutting down')
-    const stopped = (hooks.beforeStop?.() ?? Promise.resolve()).then(() => gateway.stop())
-    stopped.then(
-      () => flushAndExit(log, 0),
-      (err: unknown) => {
-        log.error({ err }, 'shutdown failed')
-        flushAndExit(log, 1)
-      },
-    )
-  }
-  process.on('SIGINT', shutdown)
-  process.on('SIGTERM', shutdown)
+    },
+  )
 }
 
 function fail(err: unknown, log?: Logger): void {

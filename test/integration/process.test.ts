@@ -2,6 +2,7 @@ import { createServer } from 'node:net'
 import path from 'node:path'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createSqliteStore } from '../../src/store/sqlite-store.ts'
+import { startTestGateway } from '../helpers/gateway.ts'
 import { connectClient } from '../helpers/mqtt.ts'
 import { type RunningProcess, runToEnd, startProcess } from '../helpers/processes.ts'
 import { allReadings } from '../helpers/store.ts'
@@ -69,6 +70,50 @@ describe('the gateway as a real process (npm start)', () => {
       expect(stored.filter((r) => r.metric === 'humidity').map((r) => r.value)).toEqual([55])
     } finally {
       await store.close()
+    }
+  })
+
+  it('npm run simulate stops cleanly on one Ctrl-C, which npm echoes to it a second time', async () => {
+    const gw = await startTestGateway()
+    try {
+      proc = startProcess(
+        'npm',
+        [
+          'run',
+          'simulate',
+          '--silent',
+          '--',
+          '--url',
+          gw.mqttUrl,
+          '--devices',
+          '2',
+          '--interval',
+          '100ms',
+        ],
+        {
+          LOG_LEVEL: 'info',
+        },
+      )
+      const running = proc
+      await vi.waitFor(
+        () =>
+          expect(running.logLines().some((l) => String(l.msg).includes('connected'))).toBe(true),
+        {
+          timeout: 20_000,
+          interval: 50,
+        },
+      )
+      // A terminal's Ctrl-C: the whole process group gets SIGINT, npm included.
+      running.signal('SIGINT')
+      expect(await running.exited).toBe(0)
+      expect(running.logLines().some((l) => l.msg === 'simulated devices stopped')).toBe(true)
+      expect(
+        running
+          .logLines()
+          .some((l) => l.msg === 'second signal: exiting without a clean disconnect'),
+      ).toBe(false)
+    } finally {
+      await gw.cleanup()
     }
   })
 
