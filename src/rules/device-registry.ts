@@ -1,9 +1,9 @@
 import { readFile } from 'node:fs/promises'
-import { LineCounter, parseDocument } from 'yaml'
 import { IDENTIFIER_PATTERN, isIdentifier } from '../contract/identifiers.ts'
 import { ERROR_CODES, GatewayError } from '../errors.ts'
 import { isRole, ROLES, type Role } from '../security/acl.ts'
 import { parseSecretHash, type SecretHash } from '../security/credentials.ts'
+import { parseYamlText } from '../util/yaml-text.ts'
 import { describeValue } from './describe-value.ts'
 
 /**
@@ -151,18 +151,9 @@ export function parseTags(
 
 /** Parses and validates a registry file. Pure, never throws; reports every problem. */
 export function parseDeviceRegistry(text: string, fileName: string): ParseDevicesResult {
-  const lineCounter = new LineCounter()
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false })
-  if (doc.errors.length > 0) {
-    return {
-      ok: false,
-      errors: doc.errors.map((err) => {
-        const { line, col } = lineCounter.linePos(err.pos[0])
-        return `${fileName}:${line}:${col}: ${err.message}`
-      }),
-    }
-  }
-  const data: unknown = doc.toJS()
+  const yaml = parseYamlText(text, fileName)
+  if (!yaml.ok) return yaml
+  const data = yaml.data
   // An empty file (or only comments) is an empty registry.
   if (data === null || data === undefined) return { ok: true, registry: EMPTY_REGISTRY }
   if (!isMapping(data)) {

@@ -1,11 +1,11 @@
 import { readFile, realpath, stat } from 'node:fs/promises'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { LineCounter, parseDocument } from 'yaml'
 import { IDENTIFIER_PATTERN, isIdentifier } from '../contract/identifiers.ts'
 import { isSeverity, SEVERITIES, type Severity } from '../contract/types.ts'
 import { ERROR_CODES, GatewayError } from '../errors.ts'
 import { toDurationMs } from '../util/duration.ts'
+import { parseYamlText } from '../util/yaml-text.ts'
 import { templateProblems } from './alert-message.ts'
 import { describeValue } from './describe-value.ts'
 import { parseTags } from './device-registry.ts'
@@ -410,23 +410,6 @@ function parseRule(
   return problems.length === 0 ? handler : null
 }
 
-type YamlResult = { ok: true; data: unknown } | { ok: false; errors: string[] }
-
-function parseYaml(text: string, fileName: string): YamlResult {
-  const lineCounter = new LineCounter()
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false })
-  if (doc.errors.length > 0) {
-    return {
-      ok: false,
-      errors: doc.errors.map((err) => {
-        const { line, col } = lineCounter.linePos(err.pos[0])
-        return `${fileName}:${line}:${col}: ${err.message}`
-      }),
-    }
-  }
-  return { ok: true, data: doc.toJS() }
-}
-
 /**
  * Validates rules already read into plain data (`{ rules: [...] }`), as from YAML or a request
  * body. Never throws. Reports every problem, each naming the file, the rule (`rule "id"`, or
@@ -493,7 +476,7 @@ export function parseRules(
   kinds: RuleKindRegistry = BUILT_IN_RULE_KINDS,
   handlers: HandlerModules = NO_HANDLERS,
 ): ParseRulesResult {
-  const yaml = parseYaml(text, fileName)
+  const yaml = parseYamlText(text, fileName)
   if (!yaml.ok) return yaml
   return validateRules(yaml.data, fileName, kinds, handlers)
 }
@@ -602,7 +585,7 @@ export async function loadRulesFile(
       { cause: err },
     )
   }
-  const yaml = parseYaml(text, file)
+  const yaml = parseYamlText(text, file)
   if (!yaml.ok) throw new GatewayError(ERROR_CODES.rules, yaml.errors.join('\n'))
   const handlers = await loadHandlerModules(handlerPathsOf(yaml.data), { kinds })
   const result = validateRules(yaml.data, file, kinds, handlers)
