@@ -46,7 +46,7 @@ const USAGE = `Usage:
 
 class UsageError extends Error {}
 
-interface Options {
+export interface AddOptions {
   kind: Kind
   ids: string[]
   file: string
@@ -66,7 +66,7 @@ function list(text: string | undefined): string[] | null {
     .filter((s) => s !== '')
 }
 
-function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv): Options {
+function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv): AddOptions {
   const [kindArg, ...rest] = argv
   if (kindArg !== 'device' && kindArg !== 'app') {
     throw new UsageError('first argument must be device or app (npm run device:add / app:add)')
@@ -98,7 +98,7 @@ function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv): Options 
     const value = values[name]
     return typeof value === 'string' ? value : undefined
   }
-  const options: Options = {
+  const options: AddOptions = {
     kind,
     ids: positionals,
     file: str('file') ?? env.DEVICES_FILE ?? 'config/devices.yaml',
@@ -183,7 +183,7 @@ export interface AddResult {
 }
 
 /** Adds (or, with rotate, re-keys) the ids in the registry file. Throws UsageError on refusal. */
-export async function addCredentials(options: Options): Promise<AddResult> {
+export async function addCredentials(options: AddOptions): Promise<AddResult> {
   const ids = [...options.ids, ...(options.fleet ? await fleetIds(options.fleet) : [])]
   const duplicated = ids.find((id, i) => ids.indexOf(id) !== i)
   if (duplicated !== undefined) throw new UsageError(`"${duplicated}" is named twice`)
@@ -273,7 +273,7 @@ async function writeSecrets(file: string, secrets: ReadonlyMap<string, string>):
 }
 
 export async function main(argv: readonly string[], env = process.env): Promise<number> {
-  let options: Options
+  let options: AddOptions
   try {
     options = parseOptions(argv, env)
   } catch (err) {

@@ -1,6 +1,11 @@
+import { copyFile, mkdir } from 'node:fs/promises'
+import path from 'node:path'
 import { createFleet, type Fleet } from '../devices/fleet.ts'
 import { DEFAULT_FLEET_FILE, loadFleetFile } from '../devices/fleet-config.ts'
+import { addCredentials } from '../scripts/device-add.ts'
+import { loadConfig } from './config/load-config.ts'
 import { runGateway } from './main.ts'
+import { loadDeviceRegistry } from './rules/device-registry.ts'
 
 /**
  * `npm run demo`: the gateway and the device simulator in one process, for a first look.
@@ -10,6 +15,43 @@ import { runGateway } from './main.ts'
 const DEMO_MALFORMED_SHARE = 0.02
 
 let fleet: Fleet | null = null
+
+/**
+ * Once the registry holds credentials, every MQTT client must log in, the simulator included.
+ * The demo then gives the fleet's devices fresh secrets in a copy of the registry in DATA_DIR
+ * (the user's file is not touched) and points this process's gateway at the copy; the secrets
+ * live only in this process. Without credentials nothing changes: anonymous, loopback only.
+ * A configuration error is left for runGateway to report with its usual message.
+ */
+async function provisionSimulator(): Promise<ReadonlyMap<string, string> | undefined> {
+  let config: ReturnType<typeof loadConfig>
+  try {
+    config = loadConfig(process.env)
+  } catch {
+    return undefined
+  }
+  const registry = await loadDeviceRegistry(config.devicesFile)
+  if (!registry.hasCredentials()) return undefined
+  await mkdir(config.dataDir, { recursive: true })
+  const copy = path.join(config.dataDir, 'demo-devices.yaml')
+  await copyFile(config.devicesFile, copy)
+  const { secrets } = await addCredentials({
+    kind: 'device',
+    ids: [],
+    file: copy,
+    tags: null,
+    metrics: null,
+    roles: null,
+    // In the copy only: a fleet device the user already keyed gets a secret this process knows.
+    rotate: true,
+    secretsOut: null,
+    fleet: DEFAULT_FLEET_FILE,
+  })
+  process.env.DEVICES_FILE = copy
+  return secrets
+}
+
+const passwords = await provisionSimulator()
 
 await runGateway({
   async onStarted(gateway, _config, log) {
@@ -25,6 +67,7 @@ await runGateway({
         ...file.settings,
         malformedShare: DEMO_MALFORMED_SHARE,
         url: `mqtt://${mqttHost}:${mqtt.port}`,
+        ...(passwords ? { passwords } : {}),
       },
       log,
     )
@@ -36,6 +79,12 @@ await runGateway({
         '  Sensor gateway demo is running',
         `  MQTT  mqtt://${mqttHost}:${mqtt.port}    HTTP  ${api}`,
         `  Simulated devices: ${fleet.devices.length} (${fleet.devices.map((d) => d.id).join(', ')})`,
+        ...(passwords
+          ? [
+              `  Authentication is on: the simulator logs in with secrets provisioned in ${process.env.DEVICES_FILE}`,
+              '  (mosquitto_pub/sub below then need -u <id> -P <secret> of a device or app of yours)',
+            ]
+          : []),
         '',
         '  Watch alerts and dead letters:',
         `    mosquitto_sub -h ${mqttHost} -p ${mqtt.port} -t 'alerts/#' -v`,

@@ -1,6 +1,8 @@
+import { readFile, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import path from 'node:path'
 import { afterEach, describe, expect, it, vi } from 'vitest'
+import { addCredentials } from '../../scripts/device-add.ts'
 import { createSqliteStore } from '../../src/store/sqlite-store.ts'
 import { startTestGateway } from '../helpers/gateway.ts'
 import { connectClient } from '../helpers/mqtt.ts'
@@ -115,6 +117,62 @@ describe('the gateway as a real process (npm start)', () => {
     } finally {
       await gw.cleanup()
     }
+  })
+
+  it('npm run demo provisions its simulator when the registry requires authentication', async () => {
+    const dir = await createTempDir('gw-demo-')
+    dirs.push(dir)
+    const registryFile = path.join(dir.path, 'devices.yaml')
+    await writeFile(registryFile, 'devices:\n  - id: sim-001\n    tags: { site: office }\n')
+    const { secrets } = await addCredentials({
+      kind: 'app',
+      ids: ['viewer'],
+      file: registryFile,
+      tags: null,
+      metrics: null,
+      roles: ['read-readings'],
+      rotate: false,
+      secretsOut: null,
+      fleet: null,
+    })
+    const userFile = await readFile(registryFile, 'utf8')
+    proc = startProcess('npm', ['run', 'demo', '--silent'], {
+      ...BASE_ENV,
+      DATA_DIR: path.join(dir.path, 'data'),
+      DEVICES_FILE: registryFile,
+    })
+    const running = proc
+    const httpPort = await vi.waitFor(
+      () => {
+        const line = running.logLines().find((l) => String(l.msg).startsWith('HTTP listening'))
+        expect(line, running.stderr()).toBeDefined()
+        return line?.port as number
+      },
+      { timeout: 20_000, interval: 50 },
+    )
+    await vi.waitFor(() => expect(running.stdout()).toContain('Authentication is on'), {
+      timeout: 20_000,
+      interval: 50,
+    })
+    const headers = { authorization: `Bearer viewer.${secrets.get('viewer')}` }
+    // Readings from the simulator can only be stored if its devices logged in.
+    await vi.waitFor(
+      async () => {
+        const res = await fetch(`http://127.0.0.1:${httpPort}/api/devices`, { headers })
+        const body = (await res.json()) as { devices: Array<{ id: string }> }
+        expect(body.devices.map((d) => d.id)).toEqual(
+          expect.arrayContaining(['greenhouse-sim-001', 'sim-001']),
+        )
+      },
+      { timeout: 20_000, interval: 200 },
+    )
+    expect(running.logLines().some((l) => String(l.msg).includes('not authorized'))).toBe(false)
+    // Anonymous clients are still refused, and the user's registry file is untouched.
+    const anonymous = await fetch(`http://127.0.0.1:${httpPort}/api/devices`)
+    expect(anonymous.status).toBe(401)
+    expect(await readFile(registryFile, 'utf8')).toBe(userFile)
+    running.signal('SIGINT')
+    expect(await running.exited).toBe(0)
   })
 
   it('exits 1 with a message naming the key when the configuration is bad', async () => {
