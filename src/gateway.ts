@@ -1,10 +1,12 @@
 import type { AddressInfo } from 'node:net'
+import path from 'node:path'
 import { createAlertPublisher } from './alerts/alert-publisher.ts'
 import { guardGatewayTopics } from './broker/gateway-topics-guard.ts'
 import { createMqttBroker } from './broker/mqtt-broker.ts'
 import { attachMqttWebSocket, MQTT_WEBSOCKET_PATH } from './broker/websocket.ts'
 import { createEventBus, type EventBus } from './bus/event-bus.ts'
 import type { GatewayConfig } from './config/schema.ts'
+import type { Alert } from './contract/types.ts'
 import { listenError } from './errors.ts'
 import { createHttpServer } from './http/http-server.ts'
 import { createDeadLetters } from './ingest/dead-letters.ts'
@@ -22,6 +24,7 @@ import { createGatewaySecurity } from './security/security.ts'
 import { loadGatewayTls } from './security/tls.ts'
 import { openStore } from './store/open-store.ts'
 import type { ReadingStore } from './store/reading-store.ts'
+import { openSpool, SPOOL_FILE } from './store/spool.ts'
 import { createStoreWriter } from './store/store-writer.ts'
 import type { Logger } from './telemetry/logger.ts'
 import { createMetrics } from './telemetry/metrics.ts'
@@ -75,12 +78,21 @@ export async function createGateway(
   const store = await openStore(config, log)
   // The writer's store is timed (write latency, outcome) for metrics and readiness.
   const storeMonitor = createStoreMonitor(store)
+  const spool =
+    config.store.spoolMaxBytes > 0
+      ? openSpool({
+          file: path.resolve(config.dataDir, SPOOL_FILE),
+          maxBytes: config.store.spoolMaxBytes,
+        })
+      : undefined
   const writer = createStoreWriter(
-    { store: storeMonitor.store, bus, log },
+    { store: storeMonitor.store, bus, log, ...(spool ? { spool } : {}) },
     {
       maxBatchSize: config.store.maxBatchSize,
       retryBaseMs: config.store.retryBaseMs,
       retryMaxMs: config.store.retryMaxMs,
+      spoolAfterMs: config.store.spoolAfterMs,
+      queueLimit: config.store.queueLimit,
     },
   )
   // Over PUBLISH_RATE a publish is acknowledged but dead-lettered and not forwarded (README Limits).
@@ -151,7 +163,9 @@ export async function createGateway(
 
   /** Brings rule state, retained topics and presence back to what the store says. */
   const restoreState = async () => {
-    const [alerts, latest] = await Promise.all([store.latestAlerts(), store.latest()])
+    const [stored, latest] = await Promise.all([store.latestAlerts(), store.latest()])
+    // Transitions still in the spool (acknowledged, not yet replayed) are newer than the store's.
+    const alerts = latestPerAlert([...stored, ...writer.spooledAlerts()])
     const restored = engine.restore(alerts)
     const resolvedIds = new Set(restored.resolved.map((a) => a.id))
     await alertPublisher.republish(alerts.filter((a) => !resolvedIds.has(a.id)))
@@ -204,6 +218,7 @@ export async function createGateway(
       presence.stop()
       metrics.stop()
       await store.close()
+      spool?.close()
       log.info({ ...ingest.stats(), rejectedByReason: deadLetters.counts() }, 'gateway stopped')
     })()
     return stopping
@@ -254,4 +269,14 @@ export async function createGateway(
       }
     },
   }
+}
+
+/** The newest transition of each alert (greatest ts), newest first, as ReadingStore.latestAlerts. */
+function latestPerAlert(transitions: readonly Alert[]): Alert[] {
+  const byId = new Map<string, Alert>()
+  for (const alert of transitions) {
+    const known = byId.get(alert.id)
+    if (known === undefined || alert.ts > known.ts) byId.set(alert.id, alert)
+  }
+  return [...byId.values()].sort((a, b) => b.ts - a.ts)
 }

@@ -17,6 +17,9 @@ export interface GatewayConfig {
     maxBatchSize: number
     retryBaseMs: number
     retryMaxMs: number
+    spoolMaxBytes: number
+    spoolAfterMs: number
+    queueLimit: number
     influxUrl: string
     influxRawRetentionMs: number
     influxDownsampledRetentionMs: number
@@ -378,6 +381,29 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     default: '10s',
     description: 'Longest retry delay after failed store writes',
     parse: duration(1),
+  },
+  {
+    path: 'store.spoolMaxBytes',
+    env: 'SPOOL_MAX_BYTES',
+    default: 268_435_456,
+    description:
+      'Size limit of the on-disk spool (DATA_DIR/spool.db) that takes batches while the store is down or slow; 0 disables it (QoS 1 acks then wait for the store)',
+    parse: integer(0, Number.MAX_SAFE_INTEGER),
+  },
+  {
+    path: 'store.spoolAfterMs',
+    env: 'SPOOL_AFTER',
+    default: '2s',
+    description: 'A store write still in flight after this long sends newer batches to the spool',
+    parse: duration(1),
+  },
+  {
+    path: 'store.queueLimit',
+    env: 'STORE_QUEUE_LIMIT',
+    default: 100_000,
+    description:
+      'Most readings waiting in memory for the store or the spool; beyond it QoS 0 readings are dropped (counted)',
+    parse: integer(1, 10_000_000),
   },
   {
     path: 'store.influxUrl',

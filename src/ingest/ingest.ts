@@ -7,8 +7,10 @@ import { type ParseOptions, parsePublish, toDeadLetter } from './parse-publish.t
 
 /** Where accepted readings go before they are acknowledged: the store writer, structurally. */
 export interface DurableSink {
-  /** Resolves once the readings are durably stored. */
+  /** Resolves once the readings are durable (stored, or spooled to disk). */
   accept(readings: readonly Reading[]): Promise<void>
+  /** Best effort (QoS 0): undefined when the sink is full and dropped them (it counts them). */
+  offer(readings: readonly Reading[]): Promise<void> | undefined
 }
 
 export interface IngestStats {
@@ -65,11 +67,11 @@ export function createIngest(
         return callback(null)
       }
       deps.onDeviceSeen?.(client.id, result.deviceId)
-      const stored = deps.sink.accept(result.readings)
       if (packet.qos === 0) {
-        // QoS 0 is best effort: nothing to acknowledge, so the device is not held up.
+        // QoS 0 is best effort: nothing to acknowledge, so the device is not held up; when the
+        // writer's queue is full the readings are dropped and counted there (README, Guarantees).
         callback(null)
-        stored.then(
+        deps.sink.offer(result.readings)?.then(
           () => {
             stats.accepted += result.readings.length
             emitReadings(result.readings)
@@ -79,6 +81,7 @@ export function createIngest(
         )
         return
       }
+      const stored = deps.sink.accept(result.readings)
       stored.then(
         () => {
           stats.accepted += result.readings.length

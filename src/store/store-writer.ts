@@ -5,33 +5,58 @@ import type { Alert, Reading } from '../contract/types.ts'
 import { ERROR_CODES, GatewayError } from '../errors.ts'
 import type { Logger } from '../telemetry/logger.ts'
 import { type ReadingStore, StoreRejectedError } from './reading-store.ts'
+import type { Spool } from './spool.ts'
 
 export interface StoreWriter {
-  /** Queues readings for the next group commit; resolves once they are committed to the store. */
+  /**
+   * QoS 1: queues readings for the next group commit; resolves once they are durable (committed
+   * to the store, or appended to the on-disk spool while the store is down or slow).
+   */
   accept(readings: readonly Reading[]): Promise<void>
-  /** Resolves when everything accepted so far is written. */
+  /**
+   * QoS 0, best effort: queued like accept() while fewer than queueLimit readings wait in memory;
+   * undefined (the readings dropped, and counted) when the queue is full.
+   */
+  offer(readings: readonly Reading[]): Promise<void> | undefined
+  /** Resolves when everything accepted so far is durable (stored or spooled). */
   flush(): Promise<void>
-  /** Flushes, then stops; accept() after close rejects. */
+  /** Flushes, then stops; accept() after close rejects. What is spooled stays for the next start. */
   close(): Promise<void>
+  /** Alert transitions in the spool, not yet in the store, oldest first (start-up restore). */
+  spooledAlerts(): Alert[]
   stats(): StoreWriterStats
 }
 
 export interface StoreWriterStats {
+  /** Accepted, not yet durable: in memory. */
   pendingReadings: number
   pendingAlerts: number
   batchesWritten: number
+  /** Committed to the store (directly or replayed from the spool). */
   readingsWritten: number
   alertsWritten: number
   writeErrors: number
   /** Readings and alerts the store refused for good: dead-lettered, not retried. */
   refusedReadings: number
   refusedAlerts: number
+  /** True from a failed (or too slow) write until the spool is replayed and empty. */
+  spooling: boolean
+  /** True while the spool cannot take the next batch: QoS 1 acknowledgements are withheld. */
+  spoolFull: boolean
+  spooledItems: number
+  spoolBytes: number
+  /** Items written to the store from the spool. */
+  replayedItems: number
+  /** QoS 0 readings dropped because the in-memory queue was full. */
+  droppedQos0: number
 }
 
 export interface StoreWriterDeps {
   store: ReadingStore
   bus: EventBus
   log: Logger
+  /** Where batches go while the store is down or slow; without one, the writer only retries. */
+  spool?: Spool
 }
 
 export interface StoreWriterOptions {
@@ -46,10 +71,16 @@ export interface StoreWriterOptions {
    * During close retries restart from retryBaseMs, so shutdown is not held up by retryMaxMs.
    */
   closeMaxAttempts?: number
+  /** A store write in flight longer than this sends newer batches to the spool (default 2 s). */
+  spoolAfterMs?: number
+  /** Most readings waiting in memory before QoS 0 readings are dropped (default 100,000). */
+  queueLimit?: number
 }
 
 const OWNER = 'store-writer'
 const DEFAULT_CLOSE_MAX_ATTEMPTS = 3
+const DEFAULT_SPOOL_AFTER_MS = 2_000
+const DEFAULT_QUEUE_LIMIT = 100_000
 
 type Kind = 'readings' | 'alerts'
 
@@ -87,14 +118,22 @@ class ChunkQueue<T> {
   }
 }
 
+/** A replayed spool row: removed from the spool once every piece of it is stored or refused. */
+interface SpoolOrigin {
+  seq: number
+  pieces: number
+}
+
 interface Batch {
   kind: Kind
   items: Reading[] | Alert[]
   attempts: number
+  /** Set when the batch came from the spool: it is already durable (and acknowledged). */
+  origin?: SpoolOrigin
 }
 
 interface Waiter {
-  /** Resolved once this many readings (counted since start) are committed. */
+  /** Resolved once this many readings (counted since start) are durable. */
   readings: number
   /** ... and this many alerts. */
   alerts: number
@@ -108,40 +147,57 @@ interface Waiter {
  * Everything accepted in one event-loop turn goes to the store in the next setImmediate, as
  * one call of at most maxBatchSize items. At most one store call is in flight; what arrives
  * meanwhile waits for the next batch, so batches grow with load and idle latency stays at
- * one loop turn. A failed batch stays at the head of the queue and is retried with
- * exponential backoff, so order is kept and nothing is written twice by the writer.
+ * one loop turn.
+ *
+ * When a write fails (or is still in flight after spoolAfterMs) and a spool is configured, the
+ * writer switches to spooling: the failed batch and everything after it are appended to the
+ * on-disk spool, which makes them durable, so their devices get their PUBACK; the spool is
+ * replayed to the store in order, one batch at a time with backoff while the store keeps failing,
+ * and once it is empty the writer writes directly again. Writes are idempotent by
+ * (device, metric, ts), so a batch replayed twice (a crash between the store's commit and the
+ * removal from the spool) is stored once. Without a spool, or with the spool full, a failed batch
+ * stays at the head of the queue and is retried: nothing newer is acknowledged meanwhile.
  */
 export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOptions): StoreWriter {
-  const { store, bus } = deps
+  const { store, bus, spool } = deps
   const log = deps.log.child({ module: OWNER })
   const { maxBatchSize, retryBaseMs, retryMaxMs } = options
   const closeMaxAttempts = options.closeMaxAttempts ?? DEFAULT_CLOSE_MAX_ATTEMPTS
+  const spoolAfterMs = options.spoolAfterMs ?? DEFAULT_SPOOL_AFTER_MS
+  const queueLimit = options.queueLimit ?? DEFAULT_QUEUE_LIMIT
   if (!(Number.isInteger(maxBatchSize) && maxBatchSize > 0)) {
     throw new GatewayError(ERROR_CODES.store, `maxBatchSize must be a positive integer`)
   }
 
   const readings = new ChunkQueue<Reading>()
   const alerts = new ChunkQueue<Alert>()
-  // Monotonic counters: a waiter is done when the committed count passes its target. Batches
-  // leave the queues in order, so "committed >= target" means "all of mine are committed".
+  // Monotonic counters: a waiter is done when the durable count passes its target. Batches
+  // become durable in acceptance order, so "durable >= target" means "all of mine are durable".
   let acceptedReadings = 0
   let acceptedAlerts = 0
-  let committedReadings = 0
-  let committedAlerts = 0
+  let durableReadings = 0
+  let durableAlerts = 0
   let acceptWaiters: Waiter[] = []
   let flushWaiters: Waiter[] = []
 
+  /** The batch being written to the store (direct, or replayed from the spool). */
   let current: Batch | undefined
   /** Halves of a batch the store refused, written (in order) before anything newer. */
   let splits: Batch[] = []
-  let refusedReadings = 0
-  let refusedAlerts = 0
+  /** A batch taken from memory that the full spool could not take: the next to spool. */
+  let overflow: Batch | undefined
   let lastKind: Kind = 'alerts'
   let scheduled = false
   let inFlight = false
+  let idleWaiters: Array<() => void> = []
   let retryTimer: NodeJS.Timeout | undefined
+  let slowTimer: NodeJS.Timeout | undefined
   let failingSince: number | undefined
   let failedAttempts = 0
+
+  let spooling = spool !== undefined && spool.stats().batches > 0
+  let spoolFull = false
+  let queueFull = false
 
   let closing = false
   let closeFailures = 0
@@ -150,6 +206,20 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
 
   let batchesWritten = 0
   let writeErrors = 0
+  let storedReadings = 0
+  let storedAlerts = 0
+  let refusedReadings = 0
+  let refusedAlerts = 0
+  let replayedItems = 0
+  let droppedQos0 = 0
+
+  if (spooling) {
+    log.warn(
+      { spooledItems: spool?.stats().items },
+      'spool holds batches from an earlier run: replaying them to the store',
+    )
+    schedule()
+  }
 
   bus.on(OWNER, 'alert', (alert) => {
     if (closing) return
@@ -159,7 +229,7 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
   })
 
   function schedule(): void {
-    if (scheduled || inFlight || retryTimer !== undefined || fatal) return
+    if (scheduled || fatal) return
     scheduled = true
     setImmediate(run)
   }
@@ -168,51 +238,163 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
   function nextBatch(): Batch | undefined {
     const preferAlerts = lastKind === 'readings' || readings.length === 0
     if (alerts.length > 0 && preferAlerts) {
+      lastKind = 'alerts'
       return { kind: 'alerts', items: alerts.take(maxBatchSize), attempts: 0 }
     }
     if (readings.length > 0) {
+      lastKind = 'readings'
       return { kind: 'readings', items: readings.take(maxBatchSize), attempts: 0 }
     }
     return undefined
   }
 
+  function replayBatch(): Batch | undefined {
+    const oldest = spool?.oldest()
+    if (oldest === undefined) return undefined
+    return {
+      kind: oldest.kind,
+      items: oldest.items,
+      attempts: 0,
+      origin: { seq: oldest.seq, pieces: 1 },
+    }
+  }
+
   function run(): void {
     scheduled = false
-    retryTimer = undefined
-    if (inFlight || fatal) return
-    current ??= splits.shift() ?? nextBatch()
+    if (fatal) return
+    if (spooling) moveToSpool()
+    if (inFlight || retryTimer !== undefined) return
+    if (current === undefined) {
+      current = splits.shift()
+      // At close the spool is left for the next start: shutdown does not wait for a replay.
+      if (current === undefined && spooling && !closing) current = replayBatch()
+      if (current === undefined && !spooling) current = nextBatch()
+    }
+    if (current === undefined) {
+      if (spooling && !closing && overflow === undefined && spool?.stats().batches === 0) {
+        spooling = false
+        log.warn({ replayedItems }, 'spool replayed: writing to the store directly again')
+        schedule()
+      }
+      notifyIdle()
+      return
+    }
+    write(current)
+  }
+
+  /** While spooling: everything queued in memory goes to the spool, and is durable from then. */
+  function moveToSpool(): void {
+    if (!spool) return
+    for (;;) {
+      const batch = overflow ?? nextBatch()
+      if (batch === undefined) break
+      if (spool.append(batch.kind, batch.items) === undefined) {
+        overflow = batch
+        if (!spoolFull) {
+          spoolFull = true
+          log.error(
+            { ...spool.stats() },
+            'spool full: QoS 1 publishes are not acknowledged (devices resend) until the store takes the spool',
+          )
+        }
+        return
+      }
+      overflow = undefined
+      markDurable(batch)
+    }
+    if (spoolFull) {
+      spoolFull = false
+      log.warn({ ...spool.stats() }, 'spool has room again: acknowledging QoS 1 publishes')
+    }
+  }
+
+  function enterSpooling(why: string): void {
+    if (spooling || !spool || closing) return
+    spooling = true
+    log.warn({ why }, 'spooling to disk until the store recovers')
+    schedule()
+  }
+
+  /**
+   * A direct write is taking too long: the batch in flight is spooled first (so it stays the
+   * oldest, and durability stays in acceptance order), and newer batches follow it. The write
+   * goes on; if it commits, its spool row is removed as if replayed.
+   */
+  function spoolSlowWrite(): void {
+    slowTimer = undefined
     const batch = current
-    if (batch === undefined) return
+    if (!spool || spooling || closing || batch === undefined || batch.origin !== undefined) return
+    const seq = spool.append(batch.kind, batch.items)
+    if (seq === undefined) return
+    batch.origin = { seq, pieces: 1 }
+    markDurable(batch)
+    enterSpooling(`a store write is taking longer than ${spoolAfterMs} ms`)
+  }
+
+  function write(batch: Batch): void {
     inFlight = true
-    let write: Promise<void>
+    if (spool && !spooling && batch.origin === undefined && !closing) {
+      slowTimer = setTimeout(spoolSlowWrite, spoolAfterMs)
+      slowTimer.unref()
+    }
+    let written: Promise<void>
     try {
-      write =
+      written =
         batch.kind === 'readings'
           ? store.writeReadings(batch.items as Reading[])
           : store.writeAlerts(batch.items as Alert[])
     } catch (err) {
       // A backend that throws instead of rejecting is handled the same way.
-      write = Promise.reject(err)
+      written = Promise.reject(err)
     }
-    write.then(
+    written.then(
       () => {
-        inFlight = false
+        settle()
         onCommitted(batch)
         schedule()
       },
       (err: unknown) => {
-        inFlight = false
+        settle()
         onFailed(batch, err)
+        schedule()
       },
     )
   }
 
+  function settle(): void {
+    inFlight = false
+    clearTimeout(slowTimer)
+    slowTimer = undefined
+  }
+
+  function notifyIdle(): void {
+    if (inFlight || scheduled) return
+    for (const resolve of idleWaiters) resolve()
+    idleWaiters = []
+  }
+
+  function markDurable(batch: Batch): void {
+    if (batch.kind === 'readings') durableReadings += batch.items.length
+    else durableAlerts += batch.items.length
+    releaseWaiters()
+  }
+
+  /** A piece of a batch is done (stored or refused): durable now, or its spool row removable. */
+  function pieceDone(batch: Batch): void {
+    if (batch.origin === undefined) {
+      markDurable(batch)
+      return
+    }
+    replayedItems += batch.items.length
+    if (--batch.origin.pieces === 0) spool?.remove(batch.origin.seq)
+  }
+
   function onCommitted(batch: Batch): void {
     current = undefined
-    lastKind = batch.kind
     batchesWritten++
-    if (batch.kind === 'readings') committedReadings += batch.items.length
-    else committedAlerts += batch.items.length
+    if (batch.kind === 'readings') storedReadings += batch.items.length
+    else storedAlerts += batch.items.length
+    pieceDone(batch)
     if (failingSince !== undefined) {
       // Recovery is logged at warn like the outage, so a warn-level log shows both ends.
       log.warn(
@@ -222,7 +404,6 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
       failingSince = undefined
       failedAttempts = 0
     }
-    releaseWaiters()
   }
 
   function onFailed(batch: Batch, err: unknown): void {
@@ -245,16 +426,38 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
       failingSince = event.ts
       log.warn(
         { err, operation: event.operation, count: event.count },
-        'store write failed; retrying with backoff until it recovers',
+        spool
+          ? 'store write failed; spooling to disk and retrying with backoff until it recovers'
+          : 'store write failed; retrying with backoff until it recovers',
       )
     }
-    if (closing && ++closeFailures >= closeMaxAttempts) {
-      giveUp(message)
-      return
+    // A direct batch that fails goes to the spool (durable: its devices are acknowledged) and
+    // everything after it follows; the retries then replay the spool from its oldest batch.
+    if (batch.origin === undefined && spool !== undefined && !spoolFull) {
+      if (spool.append(batch.kind, batch.items) !== undefined) {
+        current = undefined
+        markDurable(batch)
+        enterSpooling('a store write failed')
+        spooling = true
+      }
     }
-    const attempt = closing ? closeFailures : batch.attempts
+    if (closing) {
+      // At close a spooled batch is safe for the next start; only unspooled ones are retried.
+      if (current === undefined || current.origin !== undefined) {
+        current = undefined
+        return
+      }
+      if (++closeFailures >= closeMaxAttempts) {
+        giveUp(message)
+        return
+      }
+    }
+    const attempt = closing ? closeFailures : failedAttempts
     const delayMs = Math.min(retryMaxMs, retryBaseMs * 2 ** (attempt - 1))
-    retryTimer = setTimeout(run, delayMs)
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined
+      run()
+    }, delayMs)
     // Outside shutdown a retry must not keep the process alive; during close it must, or the
     // process could exit before the data is written.
     if (!closing) retryTimer.unref()
@@ -270,19 +473,24 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
     current = undefined
     if (batch.items.length > 1) {
       const half = Math.ceil(batch.items.length / 2)
+      if (batch.origin) batch.origin.pieces++
+      const piece = (items: Reading[] | Alert[]): Batch => ({
+        kind: batch.kind,
+        items,
+        attempts: 0,
+        ...(batch.origin ? { origin: batch.origin } : {}),
+      })
       splits = [
-        { kind: batch.kind, items: batch.items.slice(0, half) as Reading[] | Alert[], attempts: 0 },
-        { kind: batch.kind, items: batch.items.slice(half) as Reading[] | Alert[], attempts: 0 },
+        piece(batch.items.slice(0, half) as Reading[] | Alert[]),
+        piece(batch.items.slice(half) as Reading[] | Alert[]),
         ...splits,
       ]
-      schedule()
       return
     }
     const ts = Date.now()
     if (batch.kind === 'readings') {
       const reading = batch.items[0] as Reading
       refusedReadings++
-      committedReadings++
       bus.emit('reading.rejected', {
         deviceId: reading.deviceId,
         clientId: null,
@@ -298,7 +506,6 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
     } else {
       const alert = batch.items[0] as Alert
       refusedAlerts++
-      committedAlerts++
       log.error({ alert, reason: err.reason }, 'alert transition refused by the store')
     }
     bus.emit('store.error', {
@@ -307,50 +514,72 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
       count: 1,
       ts,
     })
-    releaseWaiters()
-    schedule()
+    pieceDone(batch)
   }
 
-  /** At close with the store still failing: fail everyone still waiting, and say how much. */
+  /** At close with the store failing and nowhere to spool: fail everyone waiting, and say how much. */
   function giveUp(lastError: string): void {
-    const lostReadings = acceptedReadings - committedReadings
-    const lostAlerts = acceptedAlerts - committedAlerts
+    const lostReadings = acceptedReadings - durableReadings
+    const lostAlerts = acceptedAlerts - durableAlerts
     fatal = new GatewayError(
       ERROR_CODES.store,
       `store writer closed with ${lostReadings} readings and ${lostAlerts} alerts not written ` +
-        `after ${closeFailures} failed attempts at close: ${lastError}`,
+        `after ${closeFailures} failed attempts at close (not acknowledged to QoS 1 devices): ${lastError}`,
     )
     log.error({ lostReadings, lostAlerts, err: fatal }, 'store writer gave up at close')
     for (const waiter of [...acceptWaiters, ...flushWaiters]) waiter.reject(fatal)
     acceptWaiters = []
     flushWaiters = []
+    notifyIdle()
   }
 
   function releaseWaiters(): void {
     // acceptWaiters are in acceptance order with growing targets: stop at the first pending one.
     let done = 0
-    while (done < acceptWaiters.length && acceptWaiters[done]!.readings <= committedReadings) {
+    while (done < acceptWaiters.length && acceptWaiters[done]!.readings <= durableReadings) {
       acceptWaiters[done]!.resolve()
       done++
     }
     if (done > 0) acceptWaiters = acceptWaiters.slice(done)
     if (flushWaiters.length > 0) {
       flushWaiters = flushWaiters.filter((waiter) => {
-        const ready = waiter.readings <= committedReadings && waiter.alerts <= committedAlerts
+        const ready = waiter.readings <= durableReadings && waiter.alerts <= durableAlerts
         if (ready) waiter.resolve()
         return !ready
       })
+    }
+    if (queueFull && acceptedReadings - durableReadings < queueLimit) {
+      queueFull = false
+      log.warn({ droppedQos0 }, 'store queue has room again: QoS 0 readings are queued again')
     }
   }
 
   function flush(): Promise<void> {
     if (fatal) return Promise.reject(fatal)
-    if (committedReadings >= acceptedReadings && committedAlerts >= acceptedAlerts) {
+    if (durableReadings >= acceptedReadings && durableAlerts >= acceptedAlerts) {
       return Promise.resolve()
     }
     return new Promise((resolve, reject) => {
       flushWaiters.push({ readings: acceptedReadings, alerts: acceptedAlerts, resolve, reject })
     })
+  }
+
+  /** Resolves once no store call is in flight (so the store can be closed under it). */
+  function idle(): Promise<void> {
+    if (!inFlight) return Promise.resolve()
+    return new Promise((resolve) => idleWaiters.push(resolve))
+  }
+
+  function enqueue(batch: readonly Reading[]): Promise<void> {
+    // A copy: the caller may reuse its array once accept() returns.
+    readings.push(batch.slice())
+    acceptedReadings += batch.length
+    const target = acceptedReadings
+    const done = new Promise<void>((resolve, reject) => {
+      acceptWaiters.push({ readings: target, alerts: 0, resolve, reject })
+    })
+    schedule()
+    return done
   }
 
   return {
@@ -359,15 +588,24 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
         return Promise.reject(new GatewayError(ERROR_CODES.store, 'store writer is closed'))
       }
       if (batch.length === 0) return Promise.resolve()
-      // A copy: the caller may reuse its array once accept() returns.
-      readings.push(batch.slice())
-      acceptedReadings += batch.length
-      const target = acceptedReadings
-      const done = new Promise<void>((resolve, reject) => {
-        acceptWaiters.push({ readings: target, alerts: 0, resolve, reject })
-      })
-      schedule()
-      return done
+      return enqueue(batch)
+    },
+
+    offer(batch) {
+      if (closing) return undefined
+      if (acceptedReadings - durableReadings + batch.length > queueLimit) {
+        droppedQos0 += batch.length
+        if (!queueFull) {
+          queueFull = true
+          log.warn(
+            { queueLimit, spooling, spoolFull },
+            'store queue full: QoS 0 readings are dropped (counted) until it drains',
+          )
+        }
+        return undefined
+      }
+      if (batch.length === 0) return Promise.resolve()
+      return enqueue(batch)
     },
 
     flush,
@@ -376,31 +614,50 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
       if (closePromise) return closePromise
       closing = true
       bus.removeOwner(OWNER)
+      clearTimeout(slowTimer)
       if (retryTimer !== undefined) {
         // Shutdown does not wait out a long backoff: retry now, then on the close schedule.
         clearTimeout(retryTimer)
         retryTimer = undefined
-        schedule()
+        // A replayed batch is already in the spool: nothing to retry for it at close.
+        if (current?.origin !== undefined) current = undefined
       }
-      closePromise = flush().then(() => {
-        log.info(
-          { batchesWritten, readingsWritten: committedReadings - refusedReadings, refusedReadings },
-          'store writer closed',
-        )
-      })
+      schedule()
+      closePromise = flush()
+        .then(idle)
+        .then(() => {
+          log.info(
+            {
+              batchesWritten,
+              readingsWritten: storedReadings,
+              refusedReadings,
+              spooledItems: spool?.stats().items ?? 0,
+            },
+            'store writer closed',
+          )
+        })
       return closePromise
     },
 
+    spooledAlerts: () => spool?.alerts() ?? [],
+
     stats() {
+      const spoolStats = spool?.stats()
       return {
-        pendingReadings: acceptedReadings - committedReadings,
-        pendingAlerts: acceptedAlerts - committedAlerts,
+        pendingReadings: acceptedReadings - durableReadings,
+        pendingAlerts: acceptedAlerts - durableAlerts,
         batchesWritten,
-        readingsWritten: committedReadings - refusedReadings,
-        alertsWritten: committedAlerts - refusedAlerts,
+        readingsWritten: storedReadings,
+        alertsWritten: storedAlerts,
         writeErrors,
         refusedReadings,
         refusedAlerts,
+        spooling,
+        spoolFull,
+        spooledItems: spoolStats?.items ?? 0,
+        spoolBytes: spoolStats?.bytes ?? 0,
+        replayedItems,
+        droppedQos0,
       }
     },
   }

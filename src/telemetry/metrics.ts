@@ -124,8 +124,55 @@ export function createMetrics(deps: MetricsDeps, options: MetricsOptions = {}): 
   })
 
   new Gauge({
+    name: 'gateway_spool_items',
+    help: 'Readings and alert transitions in the on-disk spool, acknowledged and waiting for the store.',
+    registers,
+    collect() {
+      this.set(writer.stats().spooledItems)
+    },
+  })
+
+  new Gauge({
+    name: 'gateway_spool_bytes',
+    help: 'Bytes of spooled batches (bounded by SPOOL_MAX_BYTES).',
+    registers,
+    collect() {
+      this.set(writer.stats().spoolBytes)
+    },
+  })
+
+  new Gauge({
+    name: 'gateway_spool_full',
+    help: '1 while the spool cannot take the next batch: QoS 1 publishes are not acknowledged.',
+    registers,
+    collect() {
+      this.set(writer.stats().spoolFull ? 1 : 0)
+    },
+  })
+
+  new Counter({
+    name: 'gateway_spool_replayed_total',
+    help: 'Readings and alert transitions written to the store from the spool.',
+    registers,
+    collect() {
+      this.reset()
+      this.inc(writer.stats().replayedItems)
+    },
+  })
+
+  new Counter({
+    name: 'gateway_qos0_dropped_total',
+    help: 'QoS 0 readings dropped because STORE_QUEUE_LIMIT readings were already waiting in memory.',
+    registers,
+    collect() {
+      this.reset()
+      this.inc(writer.stats().droppedQos0)
+    },
+  })
+
+  new Gauge({
     name: 'gateway_store_pending_readings',
-    help: 'Readings accepted but not yet committed (the write queue; QoS 1 devices wait for these).',
+    help: 'Readings accepted but not yet durable (in memory; QoS 1 devices wait for these).',
     registers,
     collect() {
       this.set(writer.stats().pendingReadings)

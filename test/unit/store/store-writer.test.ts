@@ -7,6 +7,7 @@ import type { Alert, Reading } from '../../../src/contract/types.ts'
 import { ERROR_CODES } from '../../../src/errors.ts'
 import { type ReadingStore, StoreRejectedError } from '../../../src/store/reading-store.ts'
 import { createSqliteStore } from '../../../src/store/sqlite-store.ts'
+import { openSpool, type Spool } from '../../../src/store/spool.ts'
 import {
   createStoreWriter,
   type StoreWriter,
@@ -147,6 +148,12 @@ describe('store writer', () => {
       writeErrors: 0,
       refusedReadings: 0,
       refusedAlerts: 0,
+      spooling: false,
+      spoolFull: false,
+      spooledItems: 0,
+      spoolBytes: 0,
+      replayedItems: 0,
+      droppedQos0: 0,
     })
   })
 
@@ -366,5 +373,231 @@ describe('store writer', () => {
     expect(faults.attempts - attemptsBeforeClose).toBeLessThanOrEqual(3)
     expect(writer.stats()).toMatchObject({ pendingReadings: 7, readingsWritten: 0 })
     expect(await stored()).toEqual([])
+  })
+})
+
+describe('store writer with the on-disk spool', () => {
+  let dir: TempDir
+  let sqlite: ReadingStore
+  let faults: FaultInjector
+  let bus: EventBus
+  let spool: Spool
+  const writers: StoreWriter[] = []
+  const defaults: StoreWriterOptions = { maxBatchSize: 10, retryBaseMs: 1, retryMaxMs: 4 }
+
+  const spoolFile = () => join(dir.path, 'spool.db')
+
+  function createWriter(
+    options: Partial<StoreWriterOptions> = {},
+    log?: Logger,
+    withSpool: Spool = spool,
+  ): StoreWriter {
+    const writer = createStoreWriter(
+      { store: faults.store, bus, log: log ?? createSilentLogger(), spool: withSpool },
+      { ...defaults, ...options },
+    )
+    writers.push(writer)
+    return writer
+  }
+
+  const stored = () => allReadings(sqlite, 'dev-1')
+
+  beforeEach(async () => {
+    dir = await createTempDir('store-spool-')
+    sqlite = createSqliteStore({ file: join(dir.path, 'gateway.db') })
+    faults = injectFaults(sqlite)
+    bus = createEventBus(createSilentLogger())
+    spool = openSpool({ file: spoolFile(), maxBytes: 1_000_000 })
+  })
+
+  afterEach(async () => {
+    faults.failures = 0
+    for (const writer of writers.splice(0)) await writer.close().catch(() => {})
+    spool.close()
+    await sqlite.close()
+    await dir.remove()
+  })
+
+  it('spool: appends in order, survives reopening, and refuses what would pass maxBytes', () => {
+    const small = openSpool({ file: join(dir.path, 'small.db'), maxBytes: 400 })
+    const first = small.append('readings', readings(2))
+    const second = small.append('readings', readings(2, 2))
+    expect(first).toBeDefined()
+    expect(second).toBeGreaterThan(first ?? Infinity)
+    // Each batch of two is ~160 bytes of JSON: a third does not fit in 400.
+    expect(small.append('readings', readings(2, 4))).toBeUndefined()
+    expect(small.stats()).toMatchObject({ batches: 2, items: 4, maxBytes: 400 })
+    small.close()
+
+    const reopened = openSpool({ file: join(dir.path, 'small.db'), maxBytes: 400 })
+    expect(reopened.stats()).toMatchObject({ batches: 2, items: 4 })
+    const oldest = reopened.oldest()
+    expect(oldest).toEqual({ seq: first, kind: 'readings', items: readings(2) })
+    reopened.remove(oldest?.seq ?? -1)
+    expect(reopened.oldest()?.items).toEqual(readings(2, 2))
+    expect(reopened.stats()).toMatchObject({ batches: 1, items: 2 })
+    expect(reopened.append('readings', readings(2, 4))).toBeDefined()
+    reopened.close()
+  })
+
+  it('acknowledges from the spool while the store fails, then replays in order, each once', async () => {
+    const { log, lines } = captureLogs('debug')
+    faults.failures = 1_000_000
+    const writer = createWriter({}, log)
+    const input = readings(35)
+    // Every accept resolves although the store has not taken one reading: they are spooled.
+    await Promise.all([
+      writer.accept(input.slice(0, 10)),
+      writer.accept(input.slice(10, 20)),
+      writer.accept(input.slice(20)),
+    ])
+    expect(faults.committed).toEqual([])
+    expect(writer.stats()).toMatchObject({ spooling: true, pendingReadings: 0, spooledItems: 35 })
+    await vi.waitFor(() => expect(faults.attempts).toBeGreaterThan(3))
+
+    faults.failures = 0
+    await vi.waitFor(() => expect(writer.stats().spooling).toBe(false), { timeout: 5_000 })
+    expect(faults.committed.flat()).toEqual(input)
+    expect(await stored()).toEqual(input)
+    expect(spool.stats()).toMatchObject({ batches: 0, items: 0, bytes: 0 })
+    expect(writer.stats()).toMatchObject({ replayedItems: 35, readingsWritten: 35 })
+
+    // Then it writes directly again.
+    await writer.accept(readings(1, 35))
+    expect(writer.stats().replayedItems).toBe(35)
+    expect(await stored()).toHaveLength(36)
+
+    // One line per change of state, not one per failed attempt.
+    const messages = lines.filter((l) => l.module === 'store-writer').map((l) => l.msg)
+    expect(messages).toEqual([
+      'store write failed; spooling to disk and retrying with backoff until it recovers',
+      'spooling to disk until the store recovers',
+      'store writes recovered; retried batch committed',
+      'spool replayed: writing to the store directly again',
+    ])
+  })
+
+  it('spools the write in flight, then what follows, when the store is slow', async () => {
+    const release = faults.hold()
+    const writer = createWriter({ spoolAfterMs: 20 })
+    const first = writer.accept(readings(5))
+    await once(faults.events, 'attempt')
+    // The first write hangs at the gate; after spoolAfterMs it and everything after it are durable.
+    await first
+    await writer.accept(readings(5, 5))
+    expect(writer.stats()).toMatchObject({ spooling: true, spooledItems: 10 })
+    expect(faults.committed).toEqual([])
+    release()
+    await vi.waitFor(() => expect(writer.stats().spooling).toBe(false), { timeout: 5_000 })
+    // The hung write committed and its spool row was removed, not replayed a second time.
+    expect(faults.committed).toEqual([readings(5), readings(5, 5)])
+    expect(await stored()).toEqual(readings(10))
+  })
+
+  it('withholds acknowledgement when the spool is full, and resumes when it drains', async () => {
+    const { log, lines } = captureLogs('debug')
+    spool.close()
+    // Room for about one batch of ten readings.
+    spool = openSpool({ file: spoolFile(), maxBytes: 1_000 })
+    faults.failures = 1_000_000
+    const writer = createWriter({}, log)
+    await writer.accept(readings(10))
+    let secondDone = false
+    const second = writer.accept(readings(10, 10)).then(() => {
+      secondDone = true
+    })
+    await vi.waitFor(() => expect(writer.stats().spoolFull).toBe(true))
+    expect(secondDone).toBe(false)
+    expect(writer.stats()).toMatchObject({ pendingReadings: 10, spooledItems: 10 })
+
+    faults.failures = 0
+    await second
+    await vi.waitFor(() => expect(writer.stats().spooling).toBe(false), { timeout: 5_000 })
+    expect(await stored()).toEqual(readings(20))
+    const messages = lines.filter((l) => l.module === 'store-writer').map((l) => l.msg)
+    expect(messages.filter((m) => String(m).startsWith('spool full'))).toHaveLength(1)
+    expect(messages).toContain('spool has room again: acknowledging QoS 1 publishes')
+  })
+
+  it('keeps the spool at close and replays it at the next start, without duplicates', async () => {
+    faults.failures = 1_000_000
+    const writer = createWriter()
+    await writer.accept(readings(25))
+    await writer.close()
+    expect(spool.stats().items).toBe(25)
+    expect(await stored()).toEqual([])
+
+    // "Restart": the same spool file, the store working again.
+    spool.close()
+    spool = openSpool({ file: spoolFile(), maxBytes: 1_000_000 })
+    faults.failures = 0
+    const next = createWriter()
+    expect(next.stats().spooling).toBe(true)
+    await vi.waitFor(() => expect(next.stats().spooling).toBe(false), { timeout: 5_000 })
+    expect(await stored()).toEqual(readings(25))
+    // A batch replayed twice (crash between commit and removal) is stored once: writes upsert.
+    await sqlite.writeReadings(readings(25))
+    expect(await stored()).toEqual(readings(25))
+  })
+
+  it('dead-letters what the store refuses during a replay and stores the rest', async () => {
+    faults.failures = 1_000_000
+    const letters: ReadingRejected[] = []
+    bus.on('test', 'reading.rejected', (event) => letters.push(event))
+    const writer = createWriter()
+    await writer.accept(readings(10))
+    faults.refuse = (r) => r.value === 3
+    faults.failures = 0
+    await vi.waitFor(() => expect(writer.stats().spooling).toBe(false), { timeout: 5_000 })
+    expect(await stored()).toEqual(readings(10).filter((r) => r.value !== 3))
+    expect(letters.map((l) => l.deadLetter.reason)).toEqual(['store_rejected'])
+    expect(spool.stats().batches).toBe(0)
+  })
+
+  it('drops QoS 0 readings over queueLimit, counted, while QoS 1 readings still wait', async () => {
+    const release = faults.hold()
+    const writer = createWriter({ queueLimit: 15, spoolAfterMs: 60_000 })
+    const first = writer.accept(readings(10))
+    await once(faults.events, 'attempt')
+    expect(writer.offer(readings(5, 10))).toBeDefined()
+    expect(writer.offer(readings(1, 15))).toBeUndefined()
+    expect(writer.stats()).toMatchObject({ droppedQos0: 1, pendingReadings: 15 })
+    release()
+    await first
+    await writer.flush()
+    expect(await stored()).toEqual(readings(15))
+  })
+
+  it('tells the start-up restore about alert transitions still in the spool', async () => {
+    faults.failures = 1_000_000
+    const failingAlerts: ReadingStore = {
+      ...faults.store,
+      writeAlerts: async () => {
+        throw new Error('alerts down (injected)')
+      },
+    }
+    const writer = createStoreWriter(
+      { store: failingAlerts, bus, log: createSilentLogger(), spool },
+      defaults,
+    )
+    writers.push(writer)
+    const alert: Alert = {
+      id: 'hot:dev-1',
+      ruleId: 'hot',
+      kind: 'threshold',
+      deviceId: 'dev-1',
+      metric: 'temperature',
+      severity: 'major',
+      state: 'firing',
+      value: 35,
+      threshold: 30,
+      since: T0,
+      ts: T0,
+      message: 'dev-1 temperature 35 > 30',
+      flapping: false,
+    }
+    bus.emit('alert', alert)
+    await writer.flush()
+    expect(writer.spooledAlerts()).toEqual([alert])
   })
 })

@@ -23,6 +23,11 @@ const GATEWAY_METRICS: Record<string, string> = {
   gateway_store_batches_total: 'counter',
   gateway_store_write_errors_total: 'counter',
   gateway_store_write_seconds: 'histogram',
+  gateway_spool_items: 'gauge',
+  gateway_spool_bytes: 'gauge',
+  gateway_spool_full: 'gauge',
+  gateway_spool_replayed_total: 'counter',
+  gateway_qos0_dropped_total: 'counter',
   gateway_store_pending_readings: 'gauge',
   gateway_store_up: 'gauge',
   gateway_mqtt_clients_connected: 'gauge',
@@ -157,6 +162,9 @@ describe('gateway metrics', () => {
     expect(s.value('gateway_store_batches_total')).toBe(2)
     expect(s.value('gateway_store_write_errors_total')).toBe(0)
     expect(s.value('gateway_store_pending_readings')).toBe(0)
+    expect(s.value('gateway_spool_items')).toBe(0)
+    expect(s.value('gateway_spool_full')).toBe(0)
+    expect(s.value('gateway_qos0_dropped_total')).toBe(0)
     const ok = (kind: string) => ({ kind, outcome: 'ok' })
     expect(s.value('gateway_store_write_seconds_count', ok('readings'))).toBe(1)
     expect(s.value('gateway_store_write_seconds_count', ok('alerts'))).toBe(1)
