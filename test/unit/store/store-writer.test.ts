@@ -6,8 +6,8 @@ import type { ReadingRejected, StoreError } from '../../../src/bus/events.ts'
 import type { Alert, Reading } from '../../../src/contract/types.ts'
 import { ERROR_CODES } from '../../../src/errors.ts'
 import { type ReadingStore, StoreRejectedError } from '../../../src/store/reading-store.ts'
-import { createSqliteStore } from '../../../src/store/sqlite-store.ts'
 import { openSpool, type Spool } from '../../../src/store/spool.ts'
+import { createSqliteStore } from '../../../src/store/sqlite-store.ts'
 import {
   createStoreWriter,
   type StoreWriter,
