@@ -23,7 +23,15 @@ export interface RunningInfluxd {
   /** `http://127.0.0.1:PORT`, without a database path. */
   url: string
   httpPort: number
-  pid: number
+  /** The PID of the running influxd (a new one after restart()). */
+  readonly pid: number
+  /**
+   * An outage: stops influxd (SIGTERM, SIGKILL after STOP_GRACE_MS) but keeps its data, so
+   * restart() brings the same databases back on the same port.
+   */
+  halt(): Promise<void>
+  /** Starts the halted influxd again on the same port and data; resolves once it answers. */
+  restart(): Promise<void>
   /** SIGTERM, SIGKILL after STOP_GRACE_MS, then the temp folder is removed. Idempotent. */
   stop(): Promise<void>
 }
@@ -61,50 +69,76 @@ async function startOnce(options: InfluxdOptions): Promise<RunningInfluxd> {
   const configFile = join(dir, 'influxdb.conf')
   await writeFile(configFile, configText(dir, httpPort as number, rpcPort as number))
 
-  let child: ChildProcess
-  try {
-    child = await spawnInfluxd(configFile)
-  } catch (err) {
-    await removeDir()
-    throw err
-  }
-  const pid = child.pid as number
-
+  const url = `http://${HOST}:${httpPort}`
   let stderrTail = ''
   const onOutput = (chunk: Buffer) => {
     const text = chunk.toString('utf8')
     stderrTail = (stderrTail + text).slice(-STDERR_TAIL_CHARS)
     if (options.log) for (const line of text.split('\n')) if (line.trim()) options.log(line)
   }
-  child.stderr?.on('data', onOutput)
-  child.stdout?.on('data', onOutput)
-  const exited = once(child, 'exit').then(([code, signal]) => (code ?? signal) as number | string)
+
+  interface Process {
+    child: ChildProcess
+    pid: number
+    exited: Promise<number | string>
+  }
+  /** Spawns influxd on this config and waits until it answers, as itself. */
+  const launch = async (): Promise<Process> => {
+    const child = await spawnInfluxd(configFile)
+    const pid = child.pid as number
+    child.stderr?.on('data', onOutput)
+    child.stdout?.on('data', onOutput)
+    const exited = once(child, 'exit').then(([code, sig]) => (code ?? sig) as number | string)
+    const launched = { child, pid, exited }
+    try {
+      await waitForPing(url, exited, () => stderrTail)
+      await assertServedBy(url, pid)
+    } catch (err) {
+      await end(launched)
+      throw err
+    }
+    return launched
+  }
+  const end = async ({ child, pid, exited }: Process): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    signal(pid, 'SIGTERM')
+    const killTimer = setTimeout(() => {
+      if (child.exitCode === null && child.signalCode === null) signal(pid, 'SIGKILL')
+    }, STOP_GRACE_MS)
+    await exited
+    clearTimeout(killTimer)
+  }
+
+  let current: Process
+  try {
+    current = await launch()
+  } catch (err) {
+    await removeDir()
+    throw err
+  }
 
   let stopping: Promise<void> | undefined
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        signal(pid, 'SIGTERM')
-        const killTimer = setTimeout(() => {
-          if (child.exitCode === null && child.signalCode === null) signal(pid, 'SIGKILL')
-        }, STOP_GRACE_MS)
-        await exited
-        clearTimeout(killTimer)
-      }
+      await end(current)
       await removeDir()
     })()
     return stopping
   }
 
-  const url = `http://${HOST}:${httpPort}`
-  try {
-    await waitForPing(url, exited, () => stderrTail)
-    await assertServedBy(url, pid)
-  } catch (err) {
-    await stop()
-    throw err
+  return {
+    url,
+    httpPort: httpPort as number,
+    get pid() {
+      return current.pid
+    },
+    halt: () => end(current),
+    async restart() {
+      if (stopping) throw new Error('influxd was stopped for good')
+      current = await launch()
+    },
+    stop,
   }
-  return { url, httpPort: httpPort as number, pid, stop }
 }
 
 /**
