@@ -232,10 +232,15 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
      ON CONFLICT (device, metric) DO UPDATE SET ts = excluded.ts, value = excluded.value, unit = excluded.unit
      WHERE excluded.ts >= latest.ts`,
   )
+  // A transition already stored (same rule, device, ts, state and flapping flag) is not added
+  // again: the spool may replay a batch the store had committed just before a crash (README,
+  // Guarantees). The (device, rule, ts) index makes the check one lookup.
   const insertAlert = db.prepare<Record<string, unknown>>(
     `INSERT INTO alerts (${ALERT_COLUMNS})
-     VALUES (@alertId, @rule, @kind, @device, @metric, @severity, @state, @value, @threshold,
-             @since, @ts, @message, @flapping)`,
+     SELECT @alertId, @rule, @kind, @device, @metric, @severity, @state, @value, @threshold,
+            @since, @ts, @message, @flapping
+     WHERE NOT EXISTS (SELECT 1 FROM alerts WHERE device = @device AND rule = @rule AND ts = @ts
+                       AND state = @state AND flapping = @flapping)`,
   )
   // `>=` so of two transitions with the same ts the one written later is current, as in the
   // history's order (ts DESC, id DESC); an older ts arriving late never becomes current.
@@ -352,7 +357,7 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
 
   const writeAlertsTx = db.transaction((alerts: readonly Alert[]) => {
     for (const a of alerts) {
-      const { lastInsertRowid } = insertAlert.run({
+      const { changes, lastInsertRowid } = insertAlert.run({
         // The fields added in schema 2 are typed as required, but a batch that fails is retried
         // forever and holds up the writer: an alert built without them (an engine or custom kind
         // from before they existed) is stored with what they mean, not refused.
@@ -370,6 +375,7 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
         message: a.message,
         flapping: a.flapping ? 1 : 0,
       })
+      if (changes === 0) continue
       upsertCurrentAlert.run({
         rule: a.ruleId,
         device: a.deviceId,

@@ -407,6 +407,12 @@ export function describeReadingStoreContract(
         expect(await store.queryAlerts({ limit: 2 })).toEqual([a5, a2])
       })
 
+      it('keeps one copy of a transition written twice (a spool replayed after a crash)', async () => {
+        await store.writeAlerts([a1, a3, a5])
+        expect(await store.queryAlerts({ limit: 100 })).toEqual([a5, a2, a4, a3, a6, a1])
+        expect(await store.latestAlerts()).toEqual([a5, a4, a3, a6])
+      })
+
       it('latestAlerts returns the latest transition of every (ruleId, deviceId), newest first', async () => {
         // hot/a and hot/b share the rule and are two keys; hot/a's a1 and a2 are history.
         expect(await store.latestAlerts()).toEqual([a5, a4, a3, a6])
