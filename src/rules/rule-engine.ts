@@ -115,6 +115,19 @@ export interface RuleEngine {
    * need time to reconnect. Returns how many deadlines were armed.
    */
   watch(keys: Iterable<WatchKey>): number
+  /**
+   * Scale-out (src/cluster/): a transition another gateway instance published. Its key takes that
+   * state without emitting anything, so when the device moves here its alert carries on: no
+   * duplicate firing, and a clearing reading resolves it. Alerts of rules not in force, or of
+   * devices or metrics they do not match, are ignored; an older transition does not replace a newer.
+   */
+  adopt(alert: Alert): void
+  /**
+   * Scale-out: the device is now served by another instance, which watches its silence; the
+   * deadman deadlines armed here for it are disarmed (a reading here arms them again). Returns
+   * how many were disarmed.
+   */
+  release(deviceId: string): number
   /** Processes deadlines up to `nowMs` (same clock as deps.now). The tick calls it with now(). */
   advance(nowMs: number): void
   rules(): readonly RuleHandler[]
@@ -867,6 +880,42 @@ export function createRuleEngine(
     },
     watch(keys) {
       return watchKeys(keys, clock())
+    },
+    adopt(remote) {
+      const entry = byId.get(remote.ruleId)
+      if (entry === undefined || !deviceMatches(entry, remote.deviceId)) return
+      if (!metricMatches(entry, remote.metric)) return
+      const key = keyOf(entry, remote.deviceId)
+      if (key.published !== null && key.published.ts > remote.ts) return
+      const sub = subOf(key, remote.metric)
+      const alert: Alert = Object.freeze({
+        ...remote,
+        id: key.id,
+        kind: remote.kind ?? entry.handler.kind,
+        flapping: remote.flapping ?? false,
+      })
+      setPublished(key, alert)
+      if (alert.state === 'firing' && !sub.active) {
+        wheel.unlink(sub)
+        sub.active = true
+        key.activeCount++
+      } else if (alert.state === 'resolved' && sub.active) {
+        sub.active = false
+        key.activeCount--
+      }
+    },
+    release(deviceId) {
+      let disarmed = 0
+      for (const entry of entries) {
+        if (entry.silenceMs === 0) continue
+        for (const sub of entry.keys.get(deviceId)?.subs ?? NO_SUBS) {
+          if (sub.wheelSlot < 0) continue
+          wheel.unlink(sub)
+          sub.seenMs = Number.NaN
+          disarmed++
+        }
+      }
+      return disarmed
     },
     advance,
     rules() {
