@@ -1,9 +1,10 @@
 import { createRequire } from 'node:module'
-import fastifySwagger from '@fastify/swagger'
+import fastifySwagger, { type SwaggerTransform } from '@fastify/swagger'
 import fastifySwaggerUi from '@fastify/swagger-ui'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifySchema } from 'fastify'
 import { IDENTIFIER_PATTERN } from '../contract/identifiers.ts'
 import { SEVERITIES } from '../contract/types.ts'
+import { type HttpAccess, requiredAccess } from '../security/http-auth.ts'
 import type { ErrorCode } from './errors.ts'
 
 /**
@@ -26,6 +27,7 @@ const { version } = createRequire(import.meta.url)('../../package.json') as { ve
 /** Registers the OpenAPI generator and Swagger UI; call it before the routes are registered. */
 export function registerOpenApi(app: FastifyInstance): void {
   app.register(fastifySwagger, {
+    transform: documentAccess,
     openapi: {
       openapi: '3.0.3',
       info: {
@@ -36,7 +38,23 @@ export function registerOpenApi(app: FastifyInstance): void {
           'gateway. Times are epoch milliseconds with an ISO-8601 twin beside them. Every error ' +
           'answers with one JSON shape, `{ error, message, statusCode }`, whose message names the ' +
           'parameter at fault. MQTT over WebSocket is served on the same port at `/mqtt` (not an ' +
-          'HTTP operation, so not listed here).',
+          'HTTP operation, so not listed here). Once the gateway has credentials (a device or app ' +
+          'with a secret), the data routes need an app token (see `bearer`).',
+      },
+      components: {
+        securitySchemes: {
+          [BEARER_SCHEME]: {
+            type: 'http',
+            scheme: 'bearer',
+            bearerFormat: '<appId>.<secret>',
+            description:
+              'An app token: `Authorization: Bearer <appId>.<secret>`, the app id and secret ' +
+              '`npm run app:add` printed. Needed only while the gateway requires authentication ' +
+              '(it has credentials); without credentials it serves this machine only and asks for ' +
+              'none. In the header only, never in the URL. Each route needs a role of the app: ' +
+              '`read-readings`, `read-alerts` or `admin` (admin has every role).',
+          },
+        },
       },
       tags: [
         { name: 'readings', description: 'Raw and aggregated readings' },
@@ -48,6 +66,58 @@ export function registerOpenApi(app: FastifyInstance): void {
     },
   })
   app.register(fastifySwaggerUi, { routePrefix: DOCS_PREFIX })
+}
+
+/** The name of the app-token scheme in `components.securitySchemes`. */
+export const BEARER_SCHEME = 'bearer'
+
+/** What an operation needs, in words (src/security/http-auth.ts decides). */
+function accessText(access: Exclude<HttpAccess, 'public'>): string {
+  const when = 'when the gateway requires authentication'
+  if (access === 'loopback-or-admin') {
+    return (
+      'Needs no token from a client on this machine (without `X-Forwarded-For` or `Forwarded`); ' +
+      `from elsewhere, an app token with the role \`admin\`, ${when}.`
+    )
+  }
+  const role = access === 'admin' ? '`admin`' : `\`${access}\` (or \`admin\`)`
+  return `Needs an app token with the role ${role}, ${when}.`
+}
+
+/**
+ * The OpenAPI view of the access table (HTTP_ACCESS in src/security/http-auth.ts, which the
+ * token check itself uses): `security` and the 401 and 403 answers on every route that needs a
+ * token. `/metrics` needs one only off this machine, so a token there is optional (`{}`).
+ */
+const documentAccess: SwaggerTransform = ({ schema, url, route }) => {
+  const methods = Array.isArray(route.method) ? route.method : [route.method]
+  const method = methods.find((m) => m !== 'HEAD') ?? 'GET'
+  const access = requiredAccess(method, route.url, route.url)
+  const given = (schema ?? {}) as FastifySchema & { hide?: boolean; description?: string }
+  if (access === 'public' || given.hide === true) return { schema, url }
+  const token: Record<string, string[]> = { [BEARER_SCHEME]: [] }
+  const security = access === 'loopback-or-admin' ? [{}, token] : [token]
+  const needs = accessText(access)
+  return {
+    url,
+    schema: {
+      ...given,
+      description: given.description ? `${given.description}\n\n${needs}` : needs,
+      security,
+      response: {
+        ...(given.response as object | undefined),
+        401: authErrorResponse(
+          'unauthorized',
+          'No app token, or one the gateway does not take (`unknown app or wrong secret`); ' +
+            'answered with `WWW-Authenticate: Bearer`',
+        ),
+        403: authErrorResponse(
+          'forbidden',
+          `The token is good, but the app lacks the role \`${access === 'loopback-or-admin' ? 'admin' : access}\` this route needs; the message names it`,
+        ),
+      },
+    },
+  }
 }
 
 /**
@@ -89,6 +159,21 @@ export function errorResponse(description: string) {
         items: { type: 'string' },
         description: 'Every problem found, where a request can have several (rule tests)',
       },
+    },
+  } as const
+}
+
+/** The body of a refused token (src/security/http-auth.ts): the error shape, its own codes. */
+export function authErrorResponse(error: 'unauthorized' | 'forbidden', description: string) {
+  return {
+    description,
+    type: 'object',
+    required: ['error', 'message', 'statusCode'],
+    additionalProperties: false,
+    properties: {
+      error: { type: 'string', enum: [error], description: 'Stable error code' },
+      message: { type: 'string', description: 'Why, naming the role when one is missing' },
+      statusCode: { type: 'integer', enum: [error === 'unauthorized' ? 401 : 403] },
     },
   } as const
 }

@@ -1,3 +1,4 @@
+import { forgetToken, parseToken, storedToken, storeToken } from './auth.js'
 import { createMetricChart } from './charts.js'
 import {
   durationParam,
@@ -14,7 +15,8 @@ import { parseAlert, parseReadings, parseStatus } from './payloads.js'
  * The live dashboard (DESIGN §6). Data comes from two places: the JSON API for what is stored
  * (devices and their latest values, bucketed history, alerts, rules) and MQTT over WebSocket for
  * what happens next (readings, device status, alert transitions). Every live message only
- * updates state here; one animation frame then redraws what changed.
+ * updates state here; one animation frame then redraws what changed. When the gateway requires
+ * authentication, both carry an app token the page asks for (see "sign-in" below).
  */
 
 const PRESET_RANGES_MS = { '15m': 900_000, '1h': 3_600_000, '24h': 86_400_000, '7d': 604_800_000 }
@@ -94,19 +96,216 @@ function showMessage(id, text) {
 
 // ---------------------------------------------------------------- HTTP API
 
-class ApiError extends Error {}
+class ApiError extends Error {
+  constructor(message, status) {
+    super(message)
+    this.status = status
+  }
+}
+
+/**
+ * The answer to a request made before the last sign-in or sign-out: it belongs to a session that
+ * is over, and is dropped like an aborted one.
+ */
+class StaleAnswer extends Error {
+  constructor() {
+    super('answer of an earlier session')
+    this.name = 'AbortError'
+  }
+}
 
 async function getJson(path, signal) {
+  const generation = session.generation
+  const headers = { accept: 'application/json' }
+  if (session.token) headers.authorization = `Bearer ${session.token.token}`
   let res
   try {
-    res = await fetch(path, { signal, headers: { accept: 'application/json' } })
+    res = await fetch(path, { signal, headers })
   } catch (err) {
     if (err.name === 'AbortError') throw err
-    throw new ApiError('the gateway did not answer')
+    throw new ApiError('the gateway did not answer', 0)
   }
   const body = await res.json().catch(() => null)
-  if (!res.ok) throw new ApiError(body?.message ?? `HTTP ${res.status}`)
+  if (signal?.aborted || generation !== session.generation) throw new StaleAnswer()
+  if (!res.ok) {
+    const message = body?.message ?? `HTTP ${res.status}`
+    if (res.status === 401) {
+      onUnauthorized(message)
+      // The token was dropped and the data with it: the panels already say what to do.
+      if (generation !== session.generation) throw new StaleAnswer()
+    }
+    throw new ApiError(message, res.status)
+  }
   return body
+}
+
+/** A panel's message when its data could not be loaded. */
+function loadFailure(what, err) {
+  return err.status === 401
+    ? `Sign in to see the ${what.toLowerCase()}.`
+    : `${what} could not be loaded: ${err.message}`
+}
+
+// ---------------------------------------------------------------- sign-in
+
+/**
+ * The app token in use (auth.js), or null. Without one the page works as it always has; the
+ * gateway asks for one (a 401, or the live link refused) only when it requires authentication.
+ * `generation` counts sign-ins and sign-outs: answers to requests made before the last one are
+ * dropped (getJson).
+ */
+const session = { token: storedToken(), generation: 0 }
+/** The live link (live.js); replaced at each sign-in and sign-out. */
+let liveLink = null
+/**
+ * Where the sign-in form's message came from. A more specific one is not overwritten by a
+ * vaguer one: the answer to the token just tried, then the gateway's 401, then the live link's
+ * refusal (the API and the live link are refused at about the same time; the API says more).
+ */
+const MESSAGE_RANK = { live: 1, api: 2, attempt: 3 }
+let signInMessageRank = 0
+
+function showSignIn(message, source) {
+  const box = $('sign-in')
+  const wasHidden = box.hidden
+  if (wasHidden || MESSAGE_RANK[source] >= signInMessageRank) {
+    showMessage('sign-in-message', message)
+    signInMessageRank = MESSAGE_RANK[source]
+  }
+  if (!wasHidden) return
+  box.hidden = false
+  $('sign-in-token').focus()
+}
+
+function hideSignIn() {
+  $('sign-in').hidden = true
+  showMessage('sign-in-message', null)
+  signInMessageRank = 0
+}
+
+function renderSession() {
+  $('session').hidden = session.token === null
+  $('session-app').textContent = session.token?.appId ?? ''
+}
+
+/**
+ * A session ends: its answers still on their way are dropped, and its data is no longer shown.
+ * `signedOut`: the gateway is known to want a token, so the panels say so instead of waiting for
+ * answers that could only be 401s.
+ */
+function endSession({ signedOut }) {
+  session.generation++
+  resetData()
+  if (!signedOut) return
+  showMessage('devices-message', 'Sign in to see the devices.')
+  showMessage('alerts-message', 'Sign in to see the alerts.')
+  showMessage('rules-message', 'Sign in to see the rules.')
+}
+
+/** The gateway refused the token (401): it is wrong, or no longer valid (a new secret). */
+function onUnauthorized(message) {
+  if (session.token !== null) {
+    forgetToken()
+    session.token = null
+    endSession({ signedOut: true })
+    renderSession()
+    liveLink?.close()
+    liveLink = null
+    onLiveState('signed-out')
+  }
+  showSignIn(message, 'api')
+}
+
+/**
+ * The live link was refused: 5, no credentials (the gateway requires a token), or 4, a token
+ * it does not take. The API says why in more words, and is asked about the token first.
+ */
+async function onLiveRefused(code) {
+  const token = session.token
+  if (code === 4 && token !== null) {
+    const problem = await checkToken(token)
+    if (session.token !== token) return
+    // Else the API takes the token and only the live link refuses it: its indicator says so.
+    if (problem !== null) onUnauthorized(problem)
+    return
+  }
+  if (code === 5)
+    showSignIn('live updates need an app token (the gateway said: not authorized)', 'live')
+}
+
+function startLive() {
+  liveLink?.close()
+  const token = session.token
+  liveLink = connectLive(
+    {
+      onState: onLiveState,
+      onConnect: onLiveConnect,
+      onMessage,
+      onRefused: (code) => void onLiveRefused(code),
+    },
+    token ? { username: token.appId, password: token.secret } : null,
+  )
+}
+
+/**
+ * Whether the gateway takes the token: null when it does, else its message. Any answer but 401
+ * means the token is good; a 403 says the app lacks the role for devices (an app with read-alerts
+ * only), which the devices panel then shows.
+ */
+async function checkToken(token) {
+  let res
+  try {
+    res = await fetch('api/devices', {
+      headers: { accept: 'application/json', authorization: `Bearer ${token.token}` },
+    })
+  } catch {
+    return 'the gateway did not answer'
+  }
+  const body = await res.json().catch(() => null)
+  return res.status === 401 ? (body?.message ?? 'HTTP 401') : null
+}
+
+async function onSignIn(event) {
+  event.preventDefault()
+  const input = $('sign-in-token')
+  const token = parseToken(input.value)
+  if (token === null) {
+    showSignIn('Enter the token as <appId>.<secret>, as npm run app:add printed it.', 'attempt')
+    input.focus()
+    return
+  }
+  const button = $('sign-in-submit')
+  button.disabled = true
+  $('sign-in-form').setAttribute('aria-busy', 'true')
+  const problem = await checkToken(token)
+  button.disabled = false
+  $('sign-in-form').removeAttribute('aria-busy')
+  if (problem !== null) {
+    showSignIn(problem, 'attempt')
+    input.select()
+    input.focus()
+    return
+  }
+  input.value = ''
+  session.token = token
+  storeToken(token)
+  endSession({ signedOut: false })
+  hideSignIn()
+  renderSession()
+  // The form and its focused field are gone: focus goes where the skip link leads, in place.
+  $('detail').focus({ preventScroll: true })
+  startLive()
+  loadAll()
+}
+
+function onSignOut() {
+  forgetToken()
+  session.token = null
+  endSession({ signedOut: false })
+  renderSession()
+  // Anonymous again: when the gateway requires authentication, its 401 brings the form back.
+  startLive()
+  loadAll()
 }
 
 // ---------------------------------------------------------------- devices
@@ -143,7 +342,8 @@ async function loadDevices() {
     }
     showMessage('devices-message', null)
   } catch (err) {
-    showMessage('devices-message', `Devices could not be loaded: ${err.message}`)
+    if (err.name === 'AbortError') return
+    showMessage('devices-message', loadFailure('Devices', err))
   }
   state.devicesLoaded = true
   dirty.list = true
@@ -454,7 +654,8 @@ async function loadAlerts() {
     for (const alert of recent.alerts) addHistory(alert)
     showMessage('alerts-message', null)
   } catch (err) {
-    showMessage('alerts-message', `Alerts could not be loaded: ${err.message}`)
+    if (err.name === 'AbortError') return
+    showMessage('alerts-message', loadFailure('Alerts', err))
   }
   dirty.alerts = true
   schedule()
@@ -556,7 +757,8 @@ async function loadRules() {
     state.rules = body.rules
     showMessage('rules-message', null)
   } catch (err) {
-    showMessage('rules-message', `Rules could not be loaded: ${err.message}`)
+    if (err.name === 'AbortError') return
+    showMessage('rules-message', loadFailure('Rules', err))
   }
   dirty.rules = true
   schedule()
@@ -656,16 +858,17 @@ function onMessage(topic, text, retained) {
   schedule()
 }
 
-function onLiveState(live, detail) {
-  state.live = live
+function onLiveState(linkState, detail) {
+  state.live = linkState
   const box = $('live')
-  box.dataset.state = live
+  box.dataset.state = linkState
   const text = {
     connecting: 'Connecting to live updates…',
     live: 'Live',
     reconnecting: 'Connection lost, reconnecting…',
     unavailable: 'Live updates unavailable, retrying',
-  }[live]
+    'signed-out': 'Sign in for live updates',
+  }[linkState]
   box.querySelector('.live-text').textContent = text
   box.title = detail ? `${text} (${detail})` : text
 }
@@ -674,6 +877,36 @@ function onLiveConnect(resumed) {
   if (!resumed) return
   // Back after a gap: what happened meanwhile is in the store, not in the live stream.
   void Promise.all([loadDevices(), loadAlerts(), loadRules()]).then(() => loadCharts())
+}
+
+function loadAll() {
+  void loadDevices()
+  void loadAlerts()
+  void loadRules()
+}
+
+/** Forgets every device, chart, alert and rule shown (a session ended); loadAll fills them again. */
+function resetData() {
+  state.chartsAbort?.abort()
+  state.chartsAbort = null
+  for (const chart of state.charts.values()) chart.destroy()
+  state.charts.clear()
+  state.devices.clear()
+  state.selected = null
+  state.devicesLoaded = false
+  $('device-list').replaceChildren()
+  state.current.clear()
+  state.history = []
+  state.historyKeys.clear()
+  state.rules = []
+  for (const id of ['devices-message', 'charts-message', 'alerts-message', 'rules-message']) {
+    showMessage(id, null)
+  }
+  renderDetailHead()
+  dirty.devices.clear()
+  dirty.charts.clear()
+  dirty.list = dirty.alerts = dirty.rules = true
+  schedule()
 }
 
 // ---------------------------------------------------------------- start
@@ -714,10 +947,11 @@ function start() {
   })
   setInterval(tick, TICK_MS)
 
-  connectLive({ onState: onLiveState, onConnect: onLiveConnect, onMessage })
-  void loadDevices()
-  void loadAlerts()
-  void loadRules()
+  $('sign-in-form').addEventListener('submit', (event) => void onSignIn(event))
+  $('sign-out').addEventListener('click', onSignOut)
+  renderSession()
+  startLive()
+  loadAll()
 }
 
 start()

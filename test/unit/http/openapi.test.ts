@@ -12,8 +12,16 @@ import {
   parseNoQuery,
   parseReadingsQuery,
 } from '../../../src/http/query-params.ts'
+import { createDeviceRegistry } from '../../../src/rules/device-registry.ts'
 import { createRuleEngine } from '../../../src/rules/rule-engine.ts'
 import { createRulesView } from '../../../src/rules/rules-view.ts'
+import {
+  createSecretVerifier,
+  generateSecret,
+  hashSecret,
+  parseSecretHash,
+} from '../../../src/security/credentials.ts'
+import type { HttpSecurity } from '../../../src/security/http-auth.ts'
 import { createSqliteStore, type SqliteStore } from '../../../src/store/sqlite-store.ts'
 import { createStoreWriter, type StoreWriter } from '../../../src/store/store-writer.ts'
 import { createSilentLogger } from '../../../src/telemetry/logger.ts'
@@ -70,6 +78,25 @@ const PARSERS: Record<string, QueryParser> = {
   'get /api/rules': parseNoQuery,
   'post /api/rules/test': parseNoQuery,
 }
+/**
+ * What each operation needs once the gateway requires authentication (README "Who may do what
+ * (HTTP)"): nothing, a token with this role, or a token only off this machine (`/metrics`).
+ */
+const ACCESS: Record<string, 'public' | 'read-readings' | 'read-alerts' | 'admin' | 'off-host'> = {
+  'get /healthz': 'public',
+  'get /readyz': 'public',
+  'get /metrics': 'off-host',
+  'get /api/devices': 'read-readings',
+  'get /api/readings': 'read-readings',
+  'get /api/readings/aggregate': 'read-readings',
+  'get /api/alerts': 'read-alerts',
+  'get /api/rules': 'read-alerts',
+  'post /api/rules/test': 'admin',
+}
+/** An app of the secured server: it may read alerts, nothing else. */
+const APP_ID = 'alerts-reader'
+const APP_SECRET = generateSecret()
+
 /** Probes and scrapes ignore the query string on purpose (a cache-buster must not fail them). */
 const IGNORES_QUERY = ['get /healthz', 'get /readyz', 'get /metrics']
 
@@ -98,6 +125,8 @@ interface Parameter {
 }
 interface Operation {
   summary?: string
+  description?: string
+  security?: Array<Record<string, string[]>>
   tags?: string[]
   parameters?: Parameter[]
   requestBody?: { content: Record<string, { schema: JsonSchema }> }
@@ -108,6 +137,7 @@ interface Operation {
 }
 interface OpenApiDoc {
   openapi: string
+  components?: { securitySchemes?: Record<string, Record<string, unknown>> }
   info: { title: string; version: string }
   tags?: Array<{ name: string }>
   paths: Record<string, Record<string, Operation>>
@@ -172,6 +202,8 @@ describe('OpenAPI at /docs', () => {
   let writer: StoreWriter
   let broker: MqttBroker
   let app: FastifyInstance
+  /** The same API with authentication required, as a gateway with credentials serves it. */
+  let secured: FastifyInstance
   let doc: OpenApiDoc
   /** Every route the server registered, as Fastify saw it. */
   const routes: RouteOptions[] = []
@@ -216,6 +248,23 @@ describe('OpenAPI at /docs', () => {
       { store, log, now: () => NOW, rules: createRulesView(engine), metrics },
       { requestLogging: 'off' },
     )
+    // A cheap hash (the default cost is for registries): this test checks answers, not scrypt.
+    const hash = parseSecretHash(await hashSecret(APP_SECRET, { N: 1024, r: 8, p: 1 }))
+    if (!hash.ok) throw new Error(hash.message)
+    const security: HttpSecurity = {
+      authRequired: true,
+      loopbackOnly: false,
+      corsOrigins: [],
+      registry: createDeviceRegistry(
+        [],
+        [{ id: APP_ID, secret: hash.hash, roles: ['read-alerts'] }],
+      ),
+      verifier: createSecretVerifier(),
+    }
+    secured = createHttpServer(
+      { store, log, now: () => NOW, rules: createRulesView(engine), metrics, security },
+      { requestLogging: 'off' },
+    )
     // Routes are registered by plugins, which load at ready(): this hook sees every one of them.
     app.addHook('onRoute', (route) => {
       routes.push(route)
@@ -227,6 +276,7 @@ describe('OpenAPI at /docs', () => {
   })
   afterAll(async () => {
     await app?.close()
+    await secured?.close()
     await writer?.close()
     await broker?.close()
     await store?.close()
@@ -437,6 +487,93 @@ describe('OpenAPI at /docs', () => {
       const body = mediaType === 'application/json' ? res.json() : res.body
       expect(violations(media?.schema ?? {}, body), label).toEqual([])
     }
+  })
+
+  it('documents the app token: a bearer scheme, and security, 401 and 403 on the routes that need it', () => {
+    expect(doc.components?.securitySchemes?.bearer).toMatchObject({
+      type: 'http',
+      scheme: 'bearer',
+      bearerFormat: '<appId>.<secret>',
+    })
+    expect(String(doc.components?.securitySchemes?.bearer?.description)).toContain(
+      'Authorization: Bearer <appId>.<secret>',
+    )
+    expect(Object.keys(ACCESS).sort()).toEqual(API_OPERATIONS.map((o) => o.join(' ')).sort())
+    for (const [method, path] of API_OPERATIONS) {
+      const key = `${method} ${path}`
+      const op = operation(method, path)
+      const access = ACCESS[key]
+      if (access === 'public') {
+        expect(op.security, key).toBeUndefined()
+        expect(Object.keys(op.responses), key).not.toContain('401')
+        continue
+      }
+      // `{}` first: no token needed on this machine, a token from elsewhere.
+      expect(op.security, key).toEqual(
+        access === 'off-host' ? [{}, { bearer: [] }] : [{ bearer: [] }],
+      )
+      expect(Object.keys(op.responses), key).toEqual(expect.arrayContaining(['401', '403']))
+      const role = access === 'off-host' ? 'admin' : access
+      expect(op.description, key).toContain(`the role \`${role}\``)
+      expect(op.responses['403']?.description, key).toContain(`\`${role}\``)
+    }
+  })
+
+  it('answers a missing, wrong or insufficient token in the documented 401 and 403 shapes', async () => {
+    const cases: Array<{
+      url: string
+      path: string
+      status: 401 | 403
+      headers?: Record<string, string>
+      message: string
+    }> = [
+      {
+        url: '/api/devices',
+        path: '/api/devices',
+        status: 401,
+        message:
+          'this route needs an app token: Authorization: Bearer <appId>.<secret> (npm run app:add)',
+      },
+      {
+        url: '/api/alerts',
+        path: '/api/alerts',
+        status: 401,
+        headers: { authorization: `Bearer ${APP_ID}.wrong` },
+        message: 'unknown app or wrong secret',
+      },
+      {
+        url: '/api/readings?device=gh-1',
+        path: '/api/readings',
+        status: 403,
+        headers: { authorization: `Bearer ${APP_ID}.${APP_SECRET}` },
+        message: `app "${APP_ID}" lacks the role read-readings that GET /api/readings needs`,
+      },
+      {
+        url: '/metrics',
+        path: '/metrics',
+        status: 401,
+        headers: { 'x-forwarded-for': '203.0.113.9' },
+        message:
+          'this route needs an app token: Authorization: Bearer <appId>.<secret> (npm run app:add)',
+      },
+    ]
+    for (const c of cases) {
+      const res = await secured.inject({ url: c.url, headers: c.headers ?? {} })
+      const label = `${c.url} ${JSON.stringify(c.headers ?? {})}`
+      expect(res.statusCode, label).toBe(c.status)
+      expect(res.json().message, label).toBe(c.message)
+      const schema = operation('get', c.path).responses[String(c.status)]?.content?.[
+        'application/json'
+      ]?.schema
+      expect(schema, `${label}: ${c.status} documented`).toBeDefined()
+      expect(violations(schema ?? {}, res.json()), label).toEqual([])
+    }
+    // The token the app was given opens what its role grants.
+    const alerts = await secured.inject({
+      url: '/api/alerts',
+      headers: { authorization: `Bearer ${APP_ID}.${APP_SECRET}` },
+    })
+    expect(alerts.statusCode).toBe(200)
   })
 
   it('documents the 503s of a store that fails, in the shapes they have', async () => {
