@@ -1,10 +1,15 @@
 import type { AddressInfo } from 'node:net'
+import { hostname } from 'node:os'
 import path from 'node:path'
+import type { AedesOptions } from 'aedes'
 import { createAlertPublisher } from './alerts/alert-publisher.ts'
 import { guardGatewayTopics } from './broker/gateway-topics-guard.ts'
 import { createMqttBroker } from './broker/mqtt-broker.ts'
 import { attachMqttWebSocket, MQTT_WEBSOCKET_PATH } from './broker/websocket.ts'
 import { createEventBus, type EventBus } from './bus/event-bus.ts'
+import { startClusterSync } from './cluster/cluster-sync.ts'
+import { openRedisBackends } from './cluster/redis-backends.ts'
+import { holdWhileRedisDown } from './cluster/redis-gate.ts'
 import type { GatewayConfig } from './config/schema.ts'
 import type { Alert } from './contract/types.ts'
 import { listenError } from './errors.ts'
@@ -61,7 +66,10 @@ export async function createGateway(
   config: GatewayConfig,
   deps: { log: Logger },
 ): Promise<Gateway> {
-  const { log } = deps
+  const instanceId = config.cluster.instanceId || `${hostname()}-${process.pid}`
+  const clustered = config.cluster.redisUrl !== ''
+  // With several instances, every log line says which one wrote it.
+  const log = clustered ? deps.log.child({ instance: instanceId }) : deps.log
   // Certificate files are read and checked first: a bad one stops the start naming its variable.
   const tls = loadGatewayTls(config)
   const bus = createEventBus(log.child({ module: 'bus' }))
@@ -104,6 +112,10 @@ export async function createGateway(
       disconnectAfter: config.limits.disconnectAfterRejected,
     },
   )
+  // Several instances share the broker's messages, sessions and retained topics on Redis.
+  const redis = clustered ? openRedisBackends(config.cluster.redisUrl, { log }) : undefined
+  const ingestPublish: NonNullable<AedesOptions['authorizePublish']> = (client, packet, callback) =>
+    ingest.authorizePublish(client, packet, callback)
   // The hooks run only once the broker listens, by which time presence and ingest exist.
   const broker = await createMqttBroker(
     { log },
@@ -111,8 +123,8 @@ export async function createGateway(
       authenticate: security.mqtt.authenticate,
       authorizePublish: security.mqtt.authorizePublish(
         guardGatewayTopics(
-          rateLimiter.authorizePublish((client, packet, callback) =>
-            ingest.authorizePublish(client, packet, callback),
+          rateLimiter.authorizePublish(
+            redis ? holdWhileRedisDown(redis, ingestPublish) : ingestPublish,
           ),
         ),
       ),
@@ -129,6 +141,8 @@ export async function createGateway(
       maxInflightInbound: config.limits.maxInflightInbound,
       drainTimeoutMs: config.limits.drainTimeoutMs,
       forwards: rateLimiter.forwards,
+      id: instanceId,
+      ...(redis ? { mq: redis.mq, persistence: redis.persistence } : {}),
     },
   )
   const presence = createPresence({ bus, publisher: broker, log })
@@ -139,14 +153,25 @@ export async function createGateway(
   )
   const alertPublisher = createAlertPublisher({ bus, publisher: broker, log })
   const engine = createRuleEngine({ bus, log, registry }, rules)
-  const metrics = createMetrics({ bus, writer, broker, engine, storeMonitor })
+  const clusterSync = redis
+    ? startClusterSync({ mq: redis.mq, instanceId, engine, presence, log })
+    : undefined
+  const metrics = createMetrics({
+    bus,
+    writer,
+    broker,
+    engine,
+    storeMonitor,
+    instanceId,
+    ...(redis ? { redis } : {}),
+  })
   const http = createHttpServer(
     {
       store,
       log,
       rules: createRulesView(engine, { registry }),
       metrics,
-      readiness: createReadinessCheck({ storeMonitor, broker, log }),
+      readiness: createReadinessCheck({ storeMonitor, broker, log, ...(redis ? { redis } : {}) }),
       security: security.http,
     },
     tls?.https ? { https: tls.https } : {},
@@ -167,12 +192,21 @@ export async function createGateway(
     // Transitions still in the spool (acknowledged, not yet replayed) are newer than the store's.
     const alerts = latestPerAlert([...stored, ...writer.spooledAlerts()])
     const restored = engine.restore(alerts)
-    const resolvedIds = new Set(restored.resolved.map((a) => a.id))
-    await alertPublisher.republish(alerts.filter((a) => !resolvedIds.has(a.id)))
-    engine.watch(latest.map((r) => ({ deviceId: r.deviceId, metric: r.metric, lastSeenMs: r.ts })))
     presence.addKnown(registry.ids())
     presence.addKnown(latest.map((r) => r.deviceId))
-    presence.publishAllOffline()
+    if (clustered) {
+      // Retained alerts and statuses live in Redis, kept by the instances still running; a
+      // starting instance must not mark their devices offline. Deadman deadlines are armed by the
+      // readings this instance receives itself (README, Scale-out: what each instance knows).
+      for (const alert of alerts) engine.release(alert.deviceId)
+    } else {
+      const resolvedIds = new Set(restored.resolved.map((a) => a.id))
+      await alertPublisher.republish(alerts.filter((a) => !resolvedIds.has(a.id)))
+      engine.watch(
+        latest.map((r) => ({ deviceId: r.deviceId, metric: r.metric, lastSeenMs: r.ts })),
+      )
+      presence.publishAllOffline()
+    }
     log.info(
       { alerts: restored.restored, devices: new Set(latest.map((r) => r.deviceId)).size },
       'state restored',
@@ -217,8 +251,10 @@ export async function createGateway(
       deadLetters.stop()
       presence.stop()
       metrics.stop()
+      await clusterSync?.stop()
       await store.close()
       spool?.close()
+      await redis?.close()
       log.info({ ...ingest.stats(), rejectedByReason: deadLetters.counts() }, 'gateway stopped')
     })()
     return stopping

@@ -35,6 +35,11 @@ export interface BrokerOptions extends Partial<ConnectionLimits> {
   drainTimeoutMs?: number
   /** False for a publish nobody may receive (rate-limited); checked before authorizeForward. */
   forwards?: (packet: { payload: unknown }) => boolean
+  /** The broker's id: `$SYS/{id}/...`, and `brokerId` of its messages between instances. */
+  id?: string
+  /** Shared emitter and persistence (Redis, src/cluster/); absent: Aedes' in-memory ones. */
+  mq?: AedesOptions['mq']
+  persistence?: AedesOptions['persistence']
 }
 
 /** No limit on connections or packet size beyond MQTT's own when none is configured. */
@@ -86,6 +91,9 @@ export async function createMqttBroker(
   const log = deps.log.child({ module: 'broker' })
   const counts: MqttMessageCounts = { in: 0, out: 0 }
   const aedes = await Aedes.createBroker({
+    ...(options.id === undefined ? {} : { id: options.id }),
+    ...(options.mq === undefined ? {} : { mq: options.mq }),
+    ...(options.persistence === undefined ? {} : { persistence: options.persistence }),
     authorizePublish: hooks.authorizePublish,
     ...(hooks.authenticate ? { authenticate: hooks.authenticate } : {}),
     ...(hooks.authorizeSubscribe ? { authorizeSubscribe: hooks.authorizeSubscribe } : {}),

@@ -40,6 +40,12 @@ export interface GatewayConfig {
     caFile: string
     clientCert: 'off' | 'optional' | 'required'
   }
+  cluster: {
+    /** Empty: one instance, in-memory broker state. Set: broker state and messages on Redis. */
+    redisUrl: string
+    /** This instance's name in logs, metrics and $SYS; empty: `{hostname}-{pid}`. */
+    instanceId: string
+  }
   limits: {
     maxPacketBytes: number
     publishRatePerSec: number
@@ -131,6 +137,30 @@ function optionalText(raw: unknown) {
   if (raw === null || raw === undefined || raw === '') return ok('')
   if (typeof raw !== 'string') return fail(`must be a string, got ${show(raw)}`)
   return ok(raw.trim())
+}
+
+function redisUrl(raw: unknown) {
+  const given = optionalText(raw)
+  if (!given.ok || given.value === '') return given
+  let url: URL
+  try {
+    url = new URL(given.value as string)
+  } catch {
+    return fail(`must be a URL like redis://127.0.0.1:6379, got ${show(raw)}`)
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
+    return fail(`must be a redis:// or rediss:// URL, got ${show(raw)}`)
+  }
+  return given
+}
+
+function instanceId(raw: unknown) {
+  const given = optionalText(raw)
+  if (!given.ok || given.value === '') return given
+  // It becomes an MQTT topic level ($SYS/{id}/...) and a Prometheus label value.
+  return /^[A-Za-z0-9_.-]{1,64}$/.test(given.value as string)
+    ? given
+    : fail(`must be 1-64 characters of A-Z a-z 0-9 _ . -, got ${show(raw)}`)
 }
 
 function flag(raw: unknown) {
@@ -233,6 +263,21 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     description:
       'Client certificates on mqtts: off, optional, required; the device id is the certificate CN',
     parse: oneOf(['off', 'optional', 'required']),
+  },
+  {
+    path: 'cluster.redisUrl',
+    env: 'REDIS_URL',
+    default: '',
+    description:
+      'Redis for several gateway instances behind a load balancer (broker messages, sessions, retained); empty: one instance',
+    parse: redisUrl,
+  },
+  {
+    path: 'cluster.instanceId',
+    env: 'INSTANCE_ID',
+    default: '',
+    description: 'Name of this instance in logs, metrics and $SYS topics; empty: {hostname}-{pid}',
+    parse: instanceId,
   },
   {
     path: 'limits.maxPacketBytes',

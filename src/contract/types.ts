@@ -49,12 +49,14 @@ export function alertId(ruleId: string, deviceId: string): string {
   return `${ruleId}:${deviceId}`
 }
 
+export const DEVICE_STATUS_STATES = ['online', 'offline', 'silent'] as const
+
 /**
  * Payload of `devices/{deviceId}/status`. `silent` means connected (or last seen) but a deadman
  * rule found no readings for its period.
  */
 export interface DeviceStatus {
-  state: 'online' | 'offline' | 'silent'
+  state: (typeof DEVICE_STATUS_STATES)[number]
   ts: number
 }
 

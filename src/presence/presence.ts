@@ -16,6 +16,12 @@ export interface Presence {
   clientGone(clientId: string): void
   /** Publishes `offline` for every known device: after a start, none is connected yet. */
   publishAllOffline(): void
+  /**
+   * Scale-out: another gateway instance published this device's status. Its `online` means the
+   * device is served there now: a connection here that still spoke for it (a takeover in
+   * progress) will report nothing when it closes, so the retained status stays right.
+   */
+  remoteStatus(deviceId: string, state: DeviceStatus['state']): void
   stop(): void
 }
 
@@ -89,6 +95,15 @@ export function createPresence(deps: {
       for (const deviceId of devices) {
         connected.delete(deviceId)
         deps.bus.emit('device.offline', { deviceId, clientId, ts })
+      }
+    },
+    remoteStatus(deviceId, state) {
+      published.set(deviceId, state)
+      if (state !== 'online') return
+      known.add(deviceId)
+      connected.delete(deviceId)
+      for (const [clientId, devices] of devicesByClient) {
+        if (devices.delete(deviceId) && devices.size === 0) devicesByClient.delete(clientId)
       }
     },
     publishAllOffline() {

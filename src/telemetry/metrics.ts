@@ -12,6 +12,10 @@ export interface MetricsDeps {
   broker: Pick<MqttBroker, 'connectedClients' | 'messageCounts'>
   engine: Pick<RuleEngine, 'stats' | 'rules' | 'firingCounts'>
   storeMonitor: Pick<StoreMonitor, 'onWrite' | 'check'>
+  /** This instance's name (several instances on Redis); default: unset, no info metric. */
+  instanceId?: string
+  /** Present with REDIS_URL: gateway_redis_up is exported. */
+  redis?: { isUp(): boolean }
 }
 
 export interface MetricsOptions {
@@ -187,6 +191,27 @@ export function createMetrics(deps: MetricsDeps, options: MetricsOptions = {}): 
       this.set((await storeMonitor.check()).up ? 1 : 0)
     },
   })
+
+  if (deps.instanceId !== undefined) {
+    // The Prometheus "info" convention: a constant 1 carrying the identity as a label.
+    new Gauge({
+      name: 'gateway_instance_info',
+      help: 'This gateway instance (INSTANCE_ID, or hostname-pid) as a label; always 1.',
+      labelNames: ['instance'],
+      registers,
+    }).set({ instance: deps.instanceId }, 1)
+  }
+  const { redis } = deps
+  if (redis) {
+    new Gauge({
+      name: 'gateway_redis_up',
+      help: '1 while every Redis connection (messages, sessions) is ready; QoS 1 acks wait while 0.',
+      registers,
+      collect() {
+        this.set(redis.isUp() ? 1 : 0)
+      },
+    })
+  }
 
   new Gauge({
     name: 'gateway_mqtt_clients_connected',

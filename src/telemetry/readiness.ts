@@ -8,6 +8,8 @@ export type ReadinessChecks = {
   store: 'up' | 'down'
   /** `listening`: the MQTT TCP listener accepts connections; `not_listening` before start and while stopping. */
   mqtt: 'listening' | 'not_listening'
+  /** Only with REDIS_URL: `up` when Redis answers a PING within the probe time. */
+  redis?: 'up' | 'down'
 }
 
 export interface GatewayReadinessReport {
@@ -16,6 +18,8 @@ export interface GatewayReadinessReport {
   /** Why each failing check failed, for the log (not sent to clients). */
   reasons: string[]
 }
+
+const REDIS_PROBE_TIMEOUT_MS = 1_000
 
 export type GatewayReadinessCheck = () => Promise<GatewayReadinessReport>
 
@@ -27,16 +31,21 @@ export function createReadinessCheck(deps: {
   storeMonitor: Pick<StoreMonitor, 'check'>
   broker: Pick<MqttBroker, 'isListening'>
   log: Logger
+  redis?: { ping(timeoutMs: number): Promise<boolean> }
 }): GatewayReadinessCheck {
   const log = deps.log.child({ module: 'readiness' })
   let wasReady: boolean | undefined
   return async () => {
-    const store = await deps.storeMonitor.check()
+    const [store, redisUp] = await Promise.all([
+      deps.storeMonitor.check(),
+      deps.redis ? deps.redis.ping(REDIS_PROBE_TIMEOUT_MS) : Promise.resolve(true),
+    ])
     const listening = deps.broker.isListening()
     const reasons: string[] = []
     if (!store.up) reasons.push(`store: ${store.reason}`)
     if (!listening) reasons.push('mqtt: the TCP listener is not accepting connections')
-    const ready = store.up && listening
+    if (!redisUp) reasons.push(`redis: no answer to PING within ${REDIS_PROBE_TIMEOUT_MS} ms`)
+    const ready = store.up && listening && redisUp
     if (ready !== wasReady) {
       if (!ready) log.warn({ reasons }, 'gateway not ready')
       else if (wasReady === false) log.info('gateway ready again')
@@ -44,7 +53,11 @@ export function createReadinessCheck(deps: {
     }
     return {
       ready,
-      checks: { store: store.up ? 'up' : 'down', mqtt: listening ? 'listening' : 'not_listening' },
+      checks: {
+        store: store.up ? 'up' : 'down',
+        mqtt: listening ? 'listening' : 'not_listening',
+        ...(deps.redis ? { redis: redisUp ? ('up' as const) : ('down' as const) } : {}),
+      },
       reasons,
     }
   }

@@ -32,6 +32,12 @@ const readinessBody = (status: 'ready' | 'not_ready', description: string) =>
             enum: ['listening', 'not_listening'],
             description: 'The MQTT TCP listener',
           },
+          redis: {
+            type: 'string',
+            enum: ['up', 'down'],
+            description:
+              'Only with REDIS_URL (several instances): `down` when Redis does not answer a PING within 1 s',
+          },
         },
       },
     },
