@@ -42,6 +42,18 @@ export interface BrokerOptions extends Partial<ConnectionLimits> {
   persistence?: AedesOptions['persistence']
 }
 
+/** The part of Aedes' persistence the broker uses directly. */
+interface RetainedStore {
+  storeRetained(packet: {
+    cmd: 'publish'
+    topic: string
+    payload: Buffer
+    qos: 0 | 1
+    retain: true
+    dup: false
+  }): Promise<void>
+}
+
 /** No limit on connections or packet size beyond MQTT's own when none is configured. */
 const UNLIMITED: ConnectionLimits = {
   maxConnections: Number.POSITIVE_INFINITY,
@@ -114,6 +126,8 @@ export async function createMqttBroker(
     // One subscriber that stops reading must not stall delivery to everyone (Aedes.md).
     ...(options.drainTimeoutMs === undefined ? {} : { drainTimeout: options.drainTimeoutMs }),
   })
+  // Aedes' types do not declare the persistence it always has (its own in-memory one, or ours).
+  const retainedStore = (aedes as unknown as { persistence: RetainedStore }).persistence
   // TCP, TLS and WebSocket connections all pass through here: one count, one packet guard.
   const listeners = createMqttListeners(
     { aedes, log },
@@ -158,19 +172,29 @@ export async function createMqttBroker(
       await listeners.closed()
     },
     publish(topic, payload, options) {
-      return new Promise((resolve, reject) => {
+      const body = Buffer.from(payload)
+      // A retained message goes out live without the retain flag (as MQTT delivers a retained
+      // publish to subscribers already there) and is stored for later subscribers beside it.
+      // Through Aedes' own retain path it would reach the emitter only after the store's round
+      // trip, behind readings published meanwhile; Aedes numbers its messages when they are
+      // published and drops, per subscriber, one numbered lower than one already delivered
+      // (its duplicate guard), so that alert would be lost to a subscriber of sensors/# too.
+      const live = new Promise<void>((resolve, reject) => {
         aedes.publish(
-          {
-            cmd: 'publish',
-            topic,
-            payload: Buffer.from(payload),
-            qos: options.qos,
-            retain: options.retain,
-            dup: false,
-          },
+          { cmd: 'publish', topic, payload: body, qos: options.qos, retain: false, dup: false },
           (err) => (err ? reject(err) : resolve()),
         )
       })
+      if (!options.retain) return live
+      const stored = retainedStore.storeRetained({
+        cmd: 'publish',
+        topic,
+        payload: body,
+        qos: options.qos,
+        retain: true,
+        dup: false,
+      })
+      return Promise.all([live, stored]).then(() => undefined)
     },
     connectedClients() {
       return aedes.connectedClients

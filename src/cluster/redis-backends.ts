@@ -8,7 +8,7 @@ const require = createRequire(import.meta.url)
 const createRedisEmitter = require('mqemitter-redis') as (options: {
   subConn: Redis
   pubConn: Redis
-}) => NonNullable<AedesOptions['mq']>
+}) => NonNullable<AedesOptions['mq']> & { state: NodeJS.EventEmitter }
 const createRedisPersistence = require('aedes-persistence-redis') as (options: {
   conn: Redis
 }) => NonNullable<AedesOptions['persistence']> & { destroy(): Promise<void> }
@@ -80,6 +80,9 @@ export function openRedisBackends(url: string, deps: { log: Logger }): RedisBack
 
   const persistence = createRedisPersistence({ conn: connections.persistence })
   const mq = createRedisEmitter({ subConn: connections.subscribe, pubConn: connections.publish })
+  // The emitter re-emits its connections' errors on `state`; unheard, an 'error' event would
+  // end the process. The connections' own handlers above already report them.
+  mq.state.on('error', () => {})
 
   return {
     mq,
