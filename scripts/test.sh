@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (README): sets up what the tests need on a fresh Debian machine, then runs
 # the type check, the linter and every test. Safe to run again: it installs only what is missing.
-# Services (InfluxDB) are started by the tests themselves, on free ports, and stopped by PID.
+# Services (InfluxDB, Redis, Mosquitto) are started by the tests themselves, on free ports, and stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +30,10 @@ apt_install mosquitto_pub mosquitto-clients
 apt_install docker-compose docker-compose
 # The InfluxDB tests start their own influxd (scripts/influxd.ts) on free loopback ports.
 apt_install influxd influxdb
+# The scale-out tests start their own redis-server (scripts/redis-server.ts) the same way.
+apt_install redis-server redis-server
+# The benchmark's smoke test runs Mosquitto beside the gateway as its baseline.
+apt_install mosquitto mosquitto
 # The dashboard's browser tests drive Debian's Chromium through playwright-core (never a download).
 apt_install chromium chromium
 
