@@ -32,6 +32,8 @@ apt_install docker-compose docker-compose
 apt_install influxd influxdb
 # The scale-out tests start their own redis-server (scripts/redis-server.ts) the same way.
 apt_install redis-server redis-server
+# ... and put HAProxy, with the shipped config/haproxy/haproxy.cfg, in front of the instances.
+apt_install haproxy haproxy
 # The benchmark's smoke test runs Mosquitto beside the gateway as its baseline.
 apt_install mosquitto mosquitto
 # The dashboard's browser tests drive Debian's Chromium through playwright-core (never a download).

@@ -239,6 +239,9 @@ export async function createGateway(
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       rulesWatcher?.close()
+      // Before the broker closes the shared emitter it listens on.
+      await clusterSync?.stop()
+      redis?.shuttingDown()
       await broker.stopAccepting()
       await http.close()
       await broker.close()
@@ -251,7 +254,6 @@ export async function createGateway(
       deadLetters.stop()
       presence.stop()
       metrics.stop()
-      await clusterSync?.stop()
       await store.close()
       spool?.close()
       await redis?.close()

@@ -20,9 +20,9 @@ export interface ClusterSyncDeps {
   /** This instance's broker id (Aedes `id`): its own messages carry it as `brokerId`. */
   instanceId: string
   /** What this instance learns of alerts other instances publish. */
-  engine: { adopt(alert: Alert): void; release(deviceId: string): number }
+  engine: { adopt(alert: Alert): void; release(deviceId: string, movedAtMs?: number): number }
   /** What it learns of devices other instances speak for. */
-  presence: { remoteStatus(deviceId: string, state: DeviceStatus['state']): void }
+  presence: { remoteStatus(deviceId: string, status: DeviceStatus): void }
   log: Logger
 }
 
@@ -60,10 +60,14 @@ export function startClusterSync(deps: ClusterSyncDeps): ClusterSync {
     if (fromElsewhere(packet)) {
       const deviceId = packet.topic.split('/')[1] ?? ''
       try {
-        const { state } = JSON.parse(payloadText(packet)) as DeviceStatus
-        if ((DEVICE_STATUS_STATES as readonly string[]).includes(state)) {
-          presence.remoteStatus(deviceId, state)
-          if (state === 'online') engine.release(deviceId)
+        const status = JSON.parse(payloadText(packet)) as DeviceStatus
+        if (
+          (DEVICE_STATUS_STATES as readonly string[]).includes(status.state) &&
+          Number.isFinite(status.ts)
+        ) {
+          presence.remoteStatus(deviceId, status)
+          // A status older than this instance's own latest reading of the device is stale news.
+          if (status.state === 'online') engine.release(deviceId, status.ts)
         }
       } catch (err) {
         log.warn({ err, topic: packet.topic }, 'device status from another instance not understood')

@@ -8,7 +8,10 @@ const require = createRequire(import.meta.url)
 const createRedisEmitter = require('mqemitter-redis') as (options: {
   subConn: Redis
   pubConn: Redis
-}) => NonNullable<AedesOptions['mq']> & { state: NodeJS.EventEmitter }
+}) => NonNullable<AedesOptions['mq']> & {
+  state: NodeJS.EventEmitter
+  close(callback?: () => void): void
+}
 const createRedisPersistence = require('aedes-persistence-redis') as (options: {
   conn: Redis
 }) => NonNullable<AedesOptions['persistence']> & { destroy(): Promise<void> }
@@ -27,7 +30,9 @@ export interface RedisBackends {
   whenUp(): Promise<void>
   /** A Redis round trip within timeoutMs (readiness): true when it answered. */
   ping(timeoutMs: number): Promise<boolean>
-  /** Closes the persistence connection; Aedes closes the emitter's on broker close. */
+  /** Shutdown has begun: the connections closing from now on are not an outage to report. */
+  shuttingDown(): void
+  /** Closes the persistence, then the emitter (after the broker has closed). */
   close(): Promise<void>
 }
 
@@ -79,10 +84,17 @@ export function openRedisBackends(url: string, deps: { log: Logger }): RedisBack
   }
 
   const persistence = createRedisPersistence({ conn: connections.persistence })
+  joinConcurrentAddSubscriptions(persistence)
   const mq = createRedisEmitter({ subConn: connections.subscribe, pubConn: connections.publish })
   // The emitter re-emits its connections' errors on `state`; unheard, an 'error' event would
   // end the process. The connections' own handlers above already report them.
   mq.state.on('error', () => {})
+  // Aedes closes its emitter as soon as its clients are closed, while their last messages (the
+  // gateway's offline statuses) and the persistence's own clean-up still use it; commands caught
+  // on a closed connection would then reject where nobody listens. The emitter is closed here,
+  // in close(), after the persistence.
+  const closeEmitter = mq.close.bind(mq)
+  mq.close = (callback?: () => void) => callback?.()
 
   return {
     mq,
@@ -109,13 +121,48 @@ export function openRedisBackends(url: string, deps: { log: Logger }): RedisBack
         clearTimeout(timer)
       }
     },
+    shuttingDown() {
+      closing = true
+    },
     async close() {
       closing = true
       for (const resolve of waiters) resolve()
       waiters = []
       await persistence.destroy().catch(() => {})
+      await new Promise<void>((resolve) => closeEmitter(resolve))
       for (const conn of all) conn.disconnect()
     },
+  }
+}
+
+interface SubscriptionStore {
+  addSubscriptions(
+    client: { id: string },
+    subs: ReadonlyArray<{ topic: string; qos: number }>,
+    callback?: unknown,
+  ): Promise<unknown> | undefined
+}
+
+/**
+ * Aedes 1.2 stores a persistent session's SUBSCRIBE once per topic in it, each time with the
+ * whole list (lib/handlers/subscribe.js, storeSubscriptions). aedes-persistence-redis waits for
+ * its own broadcast of each call under a key made of the client and the first topic, so the
+ * second call replaces the first's waiter and that SUBACK never comes: a clean-session-false
+ * SUBSCRIBE of two topics hangs. Identical calls in flight are joined into one here.
+ */
+function joinConcurrentAddSubscriptions(persistence: object): void {
+  const store = persistence as SubscriptionStore
+  const original = store.addSubscriptions.bind(store)
+  const inFlight = new Map<string, Promise<unknown>>()
+  store.addSubscriptions = (client, subs, callback) => {
+    if (callback !== undefined) return original(client, subs, callback)
+    const key = `${client.id}\u0000${JSON.stringify(subs.map((sub) => [sub.topic, sub.qos]))}`
+    let pending = inFlight.get(key)
+    if (pending === undefined) {
+      pending = (original(client, subs) as Promise<unknown>).finally(() => inFlight.delete(key))
+      inFlight.set(key, pending)
+    }
+    return pending
   }
 }
 

@@ -19,9 +19,10 @@ export interface Presence {
   /**
    * Scale-out: another gateway instance published this device's status. Its `online` means the
    * device is served there now: a connection here that still spoke for it (a takeover in
-   * progress) will report nothing when it closes, so the retained status stays right.
+   * progress) will report nothing when it closes, so the retained status stays right. A status
+   * older than the device's latest connection here changes nothing.
    */
-  remoteStatus(deviceId: string, state: DeviceStatus['state']): void
+  remoteStatus(deviceId: string, status: DeviceStatus): void
   stop(): void
 }
 
@@ -47,9 +48,11 @@ export function createPresence(deps: {
   const devicesByClient = new Map<string, Set<string>>()
   const connected = new Set<string>()
   const published = new Map<string, DeviceStatus['state']>()
+  /** When a connection here last started speaking for the device. */
+  const onlineSince = new Map<string, number>()
 
-  const setStatus = (deviceId: string, state: DeviceStatus['state']) => {
-    if (published.get(deviceId) === state) return
+  const setStatus = (deviceId: string, state: DeviceStatus['state'], always = false) => {
+    if (!always && published.get(deviceId) === state) return
     published.set(deviceId, state)
     const status: DeviceStatus = { state, ts: now() }
     deps.publisher
@@ -67,10 +70,14 @@ export function createPresence(deps: {
     devices.add(deviceId)
     known.add(deviceId)
     connected.add(deviceId)
-    deps.bus.emit('device.online', { deviceId, clientId, ts: now() })
+    const ts = now()
+    onlineSince.set(deviceId, ts)
+    deps.bus.emit('device.online', { deviceId, clientId, ts })
   }
 
-  deps.bus.on(OWNER, 'device.online', ({ deviceId }) => setStatus(deviceId, 'online'))
+  // A device that starts speaking here is announced even when the last status known says online
+  // already: with several instances that may be another instance's, about to go stale.
+  deps.bus.on(OWNER, 'device.online', ({ deviceId }) => setStatus(deviceId, 'online', true))
   deps.bus.on(OWNER, 'device.offline', ({ deviceId }) => setStatus(deviceId, 'offline'))
   deps.bus.on(OWNER, 'alert', (alert) => {
     if (alert.kind !== 'deadman') return
@@ -97,7 +104,8 @@ export function createPresence(deps: {
         deps.bus.emit('device.offline', { deviceId, clientId, ts })
       }
     },
-    remoteStatus(deviceId, state) {
+    remoteStatus(deviceId, { state, ts }) {
+      if ((onlineSince.get(deviceId) ?? Number.NEGATIVE_INFINITY) > ts) return
       published.set(deviceId, state)
       if (state !== 'online') return
       known.add(deviceId)

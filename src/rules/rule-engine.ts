@@ -124,10 +124,11 @@ export interface RuleEngine {
   adopt(alert: Alert): void
   /**
    * Scale-out: the device is now served by another instance, which watches its silence; the
-   * deadman deadlines armed here for it are disarmed (a reading here arms them again). Returns
-   * how many were disarmed.
+   * deadman deadlines armed here for it are disarmed (a reading here arms them again). With
+   * `movedAtMs` (when the other instance took it), a deadline armed here by a reading after that
+   * stays: the news is older than what this instance saw. Returns how many were disarmed.
    */
-  release(deviceId: string): number
+  release(deviceId: string, movedAtMs?: number): number
   /** Processes deadlines up to `nowMs` (same clock as deps.now). The tick calls it with now(). */
   advance(nowMs: number): void
   rules(): readonly RuleHandler[]
@@ -904,12 +905,12 @@ export function createRuleEngine(
         key.activeCount--
       }
     },
-    release(deviceId) {
+    release(deviceId, movedAtMs = Number.POSITIVE_INFINITY) {
       let disarmed = 0
       for (const entry of entries) {
         if (entry.silenceMs === 0) continue
         for (const sub of entry.keys.get(deviceId)?.subs ?? NO_SUBS) {
-          if (sub.wheelSlot < 0) continue
+          if (sub.wheelSlot < 0 || sub.seenMs > movedAtMs) continue
           wheel.unlink(sub)
           sub.seenMs = Number.NaN
           disarmed++

@@ -1,7 +1,9 @@
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
 import path from 'node:path'
 import { InfluxDB } from 'influx'
-import type { MqttClient } from 'mqtt'
+import { Redis } from 'ioredis'
+import mqtt, { type MqttClient } from 'mqtt'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { type RunningInfluxd, startInfluxd } from '../../scripts/influxd.ts'
 import { type RunningRedis, startRedis } from '../../scripts/redis-server.ts'
@@ -217,9 +219,21 @@ describe('scale-out: gateway instances on Redis', () => {
     if (!a || !b || !c) throw new Error('instances missing')
     const sessionOptions = { clean: false, protocolVersion: 4 as const }
     const first = await connect(a.mqttUrl, 'ops-console', sessionOptions)
-    await first.subscribeAsync('alerts/#', { qos: 1 })
+    await first.subscribeAsync(['alerts/#', 'probe/#'], { qos: 1 })
     await first.endAsync()
     clients.delete(first)
+    // A subscription made on A reaches B's copy of the subscription index a moment later
+    // (README, Scale-out): wait until B queues a probe for the session before the real test.
+    const prober = await connect(b.mqttUrl, 'prober')
+    const redisClient = new Redis(redis.url)
+    try {
+      await vi.waitFor(async () => {
+        await prober.publishAsync('probe/1', 'x', { qos: 1 })
+        expect(await redisClient.llen('outgoing:ops-console')).toBeGreaterThan(0)
+      }, WAIT)
+    } finally {
+      redisClient.disconnect()
+    }
 
     const live = await connect(a.mqttUrl, 'live-a')
     const published = recordMessages(live)
@@ -231,8 +245,18 @@ describe('scale-out: gateway instances on Redis', () => {
     // back, on C.
     await vi.waitFor(() => expect(alertsIn(published)).toHaveLength(2), WAIT)
 
-    const back = await connect(c.mqttUrl, 'ops-console', sessionOptions)
+    // Listening before the CONNACK: the queued messages follow it at once.
+    const back = mqtt.connect(c.mqttUrl, {
+      clientId: 'ops-console',
+      reconnectPeriod: 0,
+      ...sessionOptions,
+    })
+    clients.add(back)
     const delivered = recordMessages(back)
+    await new Promise((resolve, reject) => {
+      back.once('connect', resolve)
+      back.once('error', reject)
+    })
     expect(back.options.clean).toBe(false)
     // QoS 1 is at least once: a transition may come twice, never not at all, in order.
     const transitions = () => [
@@ -348,4 +372,134 @@ describe('scale-out: gateway instances on Redis', () => {
     const alerts = await influx().query('SELECT "state" FROM "alerts"."alert"')
     expect(alerts).toHaveLength(alertsIn(seen).length)
   }, 90_000)
+
+  it('behind HAProxy (config/haproxy/haproxy.cfg): an instance stops, its devices move, nothing acknowledged is lost', async () => {
+    const [a, b] = await startInstances('gw-a', 'gw-b')
+    if (!a || !b) throw new Error('instances missing')
+    const haproxy = await startHaproxy([a, b])
+    try {
+      const startTs = Date.now() - 60_000
+      const acked = new Map<string, number[]>()
+      let stopped = false
+      const devices = await Promise.all(
+        Array.from({ length: 6 }, async (_, i) => {
+          const id = `lb-${i}`
+          // Reconnects (through HAProxy, so possibly to the other instance) and resends what was
+          // in flight: MQTT.js keeps an unacknowledged QoS 1 publish until its PUBACK.
+          const client = await mqtt.connectAsync(haproxy.mqttUrl, {
+            clientId: id,
+            reconnectPeriod: 100,
+            connectTimeout: 5_000,
+          })
+          client.on('error', () => {})
+          clients.add(client)
+          acked.set(id, [])
+          const loop = (async () => {
+            for (let seq = 0; !stopped; seq++) {
+              const ts = startTs + seq
+              await client.publishAsync(
+                `sensors/${id}/temperature`,
+                JSON.stringify({ value: seq, ts }),
+                {
+                  qos: 1,
+                },
+              )
+              acked.get(id)?.push(ts)
+            }
+          })()
+          return { id, client, loop }
+        }),
+      )
+      const total = () => [...acked.values()].reduce((n, list) => n + list.length, 0)
+      const servedBy = async (instance: Instance) =>
+        parsePrometheusText(await (await fetch(`${instance.httpUrl}/metrics`)).text()).value(
+          'gateway_mqtt_clients_connected',
+        )
+      await vi.waitFor(() => expect(total()).toBeGreaterThan(600), WAIT)
+      // leastconn spreads the six devices over both instances.
+      expect(await servedBy(a)).toBeGreaterThan(0)
+      expect(await servedBy(b)).toBeGreaterThan(0)
+
+      // A stops (SIGTERM: it stores what it acknowledged, then closes its connections).
+      a.proc.signal('SIGTERM')
+      expect(await a.proc.exited, a.proc.stderr().slice(-3000)).toBe(0)
+      const atStop = total()
+      await vi.waitFor(() => expect(total()).toBeGreaterThan(atStop + 600), {
+        ...WAIT,
+        timeout: 30_000,
+      })
+      expect(await servedBy(b)).toBe(6)
+      stopped = true
+      await Promise.all(devices.map((device) => device.loop))
+
+      await vi.waitFor(async () => {
+        const metrics = parsePrometheusText(await (await fetch(`${b.httpUrl}/metrics`)).text())
+        expect(metrics.value('gateway_store_pending_readings')).toBe(0)
+      }, WAIT)
+      const rows = await influx().query<{ device: string; time: { getTime(): number } }>(
+        `SELECT "value", "device" FROM "raw"."reading" WHERE "device" =~ /^lb-/`,
+      )
+      for (const [id, list] of acked) {
+        const stored = new Set(
+          rows.filter((row) => row.device === id).map((row) => row.time.getTime()),
+        )
+        for (const ts of list) expect(stored.has(ts)).toBe(true)
+      }
+    } finally {
+      await haproxy.stop()
+    }
+  }, 90_000)
+
+  /** HAProxy with the shipped config, its servers pointed at the instances' loopback ports. */
+  async function startHaproxy(servers: Instance[]) {
+    const [mqttPort, httpPort] = await Promise.all([freePort(), freePort()])
+    const shipped = await readFile('config/haproxy/haproxy.cfg', 'utf8')
+    const port = (url: string) => new URL(url).port
+    const config = shipped
+      // HAProxy wants two descriptors per connection; this machine's limit is lower than a host's.
+      .replace(/maxconn \d+/, 'maxconn 4000')
+      .replace('bind :1883', `bind 127.0.0.1:${mqttPort}`)
+      .replace('bind :8080', `bind 127.0.0.1:${httpPort}`)
+      .replace(/default-server check port 8080/, 'default-server check')
+      .replace(
+        /server (gateway-\d) gateway-\d:(1883|8080)/g,
+        (_line, name: string, kind: string) => {
+          const instance = servers[Number(name.slice(-1)) - 1] as Instance
+          return kind === '1883'
+            ? `server ${name} 127.0.0.1:${port(instance.mqttUrl)} check port ${port(instance.httpUrl)}`
+            : `server ${name} 127.0.0.1:${port(instance.httpUrl)}`
+        },
+      )
+    const file = path.join(dir.path, `haproxy-${databases}.cfg`)
+    await writeFile(file, config)
+    const proc = startProcess('haproxy', ['-db', '-f', file], {})
+    const mqttUrl = `mqtt://127.0.0.1:${mqttPort}`
+    // Ready once both instances pass their /readyz check behind it.
+    await vi.waitFor(async () => {
+      const res = await fetch(`http://127.0.0.1:${httpPort}/readyz`)
+      expect(res.status, proc.stderr()).toBe(200)
+    }, WAIT)
+    return {
+      mqttUrl,
+      async stop() {
+        proc.signal('SIGTERM')
+        await proc.exited
+      },
+    }
+  }
 })
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      server.close(() =>
+        address !== null && typeof address === 'object'
+          ? resolve(address.port)
+          : reject(new Error('no port')),
+      )
+    })
+  })
+}

@@ -85,4 +85,13 @@ describe('scale-out: releasing a device that moved to another instance', () => {
     h.at(560_000)
     expect(h.alerts.map((a) => [a.state, a.ts])).toEqual([['firing', 560_000]])
   })
+
+  it('keeps a deadline armed by a reading newer than the news of the move', () => {
+    const h = startEngine(rulesFrom(quiet))
+    h.at(1_000)
+    h.send('dev-1', 'temperature', 21, 1_000)
+    // The other instance took the device at 500: this instance has heard from it since.
+    expect(h.engine.release('dev-1', 500)).toBe(0)
+    expect(h.engine.release('dev-1', 1_000)).toBe(1)
+  })
 })
