@@ -25,6 +25,17 @@ export function createDeadLetters(
   const now = deps.now ?? Date.now
   const counts: Partial<Record<RejectReason, number>> = {}
   const lastLogged = new Map<string, { at: number; suppressed: number }>()
+  let lastSweep = now()
+  // Entries past the interval log again anyway: dropping them bounds the map by the devices
+  // rejected within one interval, not by every device id ever rejected (the fuzz run's finding).
+  // What is lost is the count of suppressed lines of a device that went quiet; metrics keep all.
+  const sweep = (at: number) => {
+    if (at - lastSweep < options.logIntervalMs) return
+    lastSweep = at
+    for (const [key, entry] of lastLogged) {
+      if (at - entry.at >= options.logIntervalMs) lastLogged.delete(key)
+    }
+  }
 
   deps.bus.on(OWNER, 'reading.rejected', ({ deviceId, clientId, deadLetter }) => {
     counts[deadLetter.reason] = (counts[deadLetter.reason] ?? 0) + 1
@@ -33,8 +44,9 @@ export function createDeadLetters(
       .catch((err: unknown) => log.error({ err, deviceId }, 'dead letter not published'))
 
     const key = `${deviceId}\u0000${deadLetter.reason}`
-    const seen = lastLogged.get(key)
     const at = now()
+    sweep(at)
+    const seen = lastLogged.get(key)
     if (seen && at - seen.at < options.logIntervalMs) {
       seen.suppressed++
       return

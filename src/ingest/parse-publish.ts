@@ -117,6 +117,8 @@ const CHAR_DOT = 0x2e
 
 // One decoder for every call: decode() without {stream} keeps no state between calls.
 const utf8 = new TextDecoder('utf-8', { fatal: true })
+// A dead letter shows the payload as it came, byte order mark included.
+const utf8Verbatim = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
 /** Parses one publish on a sensor topic. Never throws for any topic or payload. */
 export function parsePublish(
@@ -640,7 +642,7 @@ export function toDeadLetter(
     const end = utf8Boundary(payload, Math.min(payload.length, 3 * bound))
     let text: string | undefined
     try {
-      text = utf8.decode(payload.subarray(0, end))
+      text = utf8Verbatim.decode(payload.subarray(0, end))
     } catch {
       text = undefined
     }

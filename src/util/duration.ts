@@ -22,6 +22,9 @@ export function parseDurationMs(text: string): number | null {
 /** Accepts a number of milliseconds or a duration string: what YAML files and env vars hold. */
 export function toDurationMs(value: unknown): number | null {
   if (typeof value === 'number') return Number.isFinite(value) && value >= 0 ? value : null
-  if (typeof value === 'string') return parseDurationMs(value)
+  // An environment variable is always text: `300000` there means 300000 ms, as in YAML.
+  if (typeof value === 'string') {
+    return /^\s*\d+\s*$/.test(value) ? Number(value) : parseDurationMs(value)
+  }
   return null
 }

@@ -47,6 +47,21 @@ describe('loadConfig', () => {
     expect(config.logLevel).toBe('debug')
   })
 
+  it('takes a duration in the environment as a number of ms or with a unit', () => {
+    const config = loadConfig({ MAX_FUTURE_SKEW: '300000', STORE_RETRY_MAX: '2s' })
+    expect(config.ingest.maxFutureSkewMs).toBe(300_000)
+    expect(config.store.retryMaxMs).toBe(2_000)
+  })
+
+  it('takes REDIS_URL and INSTANCE_ID, and refuses a wrong scheme or an unsafe instance name', () => {
+    const config = loadConfig({ REDIS_URL: 'redis://10.0.0.5:6379', INSTANCE_ID: 'gw-1' })
+    expect(config.cluster).toEqual({ redisUrl: 'redis://10.0.0.5:6379', instanceId: 'gw-1' })
+    expect(loadConfig({}).cluster).toEqual({ redisUrl: '', instanceId: '' })
+    expect(() => loadConfig({ REDIS_URL: 'http://10.0.0.5', INSTANCE_ID: 'gw 1/a' })).toThrow(
+      /REDIS_URL \(cluster.redisUrl, from environment\): must be a redis:\/\/ or rediss:\/\/ URL, got "http:\/\/10.0.0.5"[\s\S]*INSTANCE_ID \(cluster.instanceId, from environment\): must be 1-64 characters/,
+    )
+  })
+
   it('reads another YAML file named by CONFIG, under the environment', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'cfg-'))
     try {
