@@ -438,6 +438,7 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
         current = undefined
         markDurable(batch)
         enterSpooling('a store write failed')
+        // During close enterSpooling logs nothing, but what is still queued must follow.
         spooling = true
       }
     }
