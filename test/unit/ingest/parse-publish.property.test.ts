@@ -127,7 +127,6 @@ function parse(message: FuzzMessage, nowMs = NOW): ParseResult {
   }
 }
 
-
 function describeMessage(message: FuzzMessage) {
   return { topic: message.topic.slice(0, 200), payload: message.payload.toString('base64') }
 }
