@@ -856,23 +856,7 @@ export function createRuleEngine(
           result.resolved.push(orphan)
           continue
         }
-        const key = keyOf(entry, stored.deviceId)
-        if (key.published !== null && key.published.ts > stored.ts) continue
-        const sub = subOf(key, stored.metric)
-        const alert: Alert = Object.freeze({
-          ...stored,
-          id: key.id,
-          kind: stored.kind ?? entry.handler.kind,
-          flapping: stored.flapping ?? false,
-        })
-        setPublished(key, alert)
-        // The cooldown runs from the stored resolve, restart or not.
-        if (alert.state === 'resolved') key.resolvedTs = alert.ts
-        if (alert.state === 'firing' && !sub.active) {
-          wheel.unlink(sub)
-          sub.active = true
-          key.activeCount++
-        }
+        if (!takeOver(entry, stored)) continue
         result.restored++
         devices.push({ deviceId: stored.deviceId, metric: stored.metric, lastSeenMs: now })
       }
@@ -885,25 +869,7 @@ export function createRuleEngine(
     adopt(remote) {
       const entry = byId.get(remote.ruleId)
       if (entry === undefined || !deviceMatches(entry, remote.deviceId)) return
-      if (!metricMatches(entry, remote.metric)) return
-      const key = keyOf(entry, remote.deviceId)
-      if (key.published !== null && key.published.ts > remote.ts) return
-      const sub = subOf(key, remote.metric)
-      const alert: Alert = Object.freeze({
-        ...remote,
-        id: key.id,
-        kind: remote.kind ?? entry.handler.kind,
-        flapping: remote.flapping ?? false,
-      })
-      setPublished(key, alert)
-      if (alert.state === 'firing' && !sub.active) {
-        wheel.unlink(sub)
-        sub.active = true
-        key.activeCount++
-      } else if (alert.state === 'resolved' && sub.active) {
-        sub.active = false
-        key.activeCount--
-      }
+      if (metricMatches(entry, remote.metric)) takeOver(entry, remote)
     },
     release(deviceId, movedAtMs = Number.POSITIVE_INFINITY) {
       let disarmed = 0
@@ -940,6 +906,34 @@ export function createRuleEngine(
         deadlineRelinks: wheel.relinks(),
       }
     },
+  }
+
+  /**
+   * A transition published before (restored from the store) or elsewhere (another instance)
+   * becomes the key's state, without emitting: false when the key already has a newer one.
+   */
+  function takeOver(entry: RuleEntry, known: Alert): boolean {
+    const key = keyOf(entry, known.deviceId)
+    if (key.published !== null && key.published.ts > known.ts) return false
+    const sub = subOf(key, known.metric)
+    const alert: Alert = Object.freeze({
+      ...known,
+      id: key.id,
+      kind: known.kind ?? entry.handler.kind,
+      flapping: known.flapping ?? false,
+    })
+    setPublished(key, alert)
+    // The cooldown runs from that resolve, restart or not (setPublished sets it on a change).
+    if (alert.state === 'resolved') key.resolvedTs = alert.ts
+    if (alert.state === 'firing' && !sub.active) {
+      wheel.unlink(sub)
+      sub.active = true
+      key.activeCount++
+    } else if (alert.state === 'resolved' && sub.active) {
+      sub.active = false
+      key.activeCount--
+    }
+    return true
   }
 
   function watchKeys(keys: Iterable<WatchKey>, now: number): number {
