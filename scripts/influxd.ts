@@ -6,13 +6,11 @@
  * As a CLI (`node --import tsx scripts/influxd.ts`) it starts one, prints `{"url":...,"pid":...}`
  * as one JSON line on stdout and stops it on SIGINT or SIGTERM.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { freePorts, type ServiceProcess, spawnService, stopService } from './service-process.ts'
 
 export interface InfluxdOptions {
   /** Receives influxd's stderr and stdout, line by line (it is quiet unless something is wrong). */
@@ -63,7 +61,7 @@ export async function startInfluxd(options: InfluxdOptions = {}): Promise<Runnin
 }
 
 async function startOnce(options: InfluxdOptions): Promise<RunningInfluxd> {
-  const [httpPort, rpcPort] = await freePorts(2)
+  const [httpPort, rpcPort] = await freePorts(2, HOST)
   const dir = await mkdtemp(join(tmpdir(), 'influxd-'))
   const removeDir = () => rm(dir, { recursive: true, force: true })
   const configFile = join(dir, 'influxdb.conf')
@@ -77,19 +75,12 @@ async function startOnce(options: InfluxdOptions): Promise<RunningInfluxd> {
     if (options.log) for (const line of text.split('\n')) if (line.trim()) options.log(line)
   }
 
-  interface Process {
-    child: ChildProcess
-    pid: number
-    exited: Promise<number | string>
-  }
   /** Spawns influxd on this config and waits until it answers, as itself. */
-  const launch = async (): Promise<Process> => {
-    const child = await spawnInfluxd(configFile)
-    const pid = child.pid as number
+  const launch = async (): Promise<ServiceProcess> => {
+    const launched = await spawnService('influxd', ['-config', configFile], NOT_INSTALLED_MESSAGE)
+    const { child, pid, exited } = launched
     child.stderr?.on('data', onOutput)
     child.stdout?.on('data', onOutput)
-    const exited = once(child, 'exit').then(([code, sig]) => (code ?? sig) as number | string)
-    const launched = { child, pid, exited }
     try {
       await waitForPing(url, exited, () => stderrTail)
       await assertServedBy(url, pid)
@@ -99,17 +90,9 @@ async function startOnce(options: InfluxdOptions): Promise<RunningInfluxd> {
     }
     return launched
   }
-  const end = async ({ child, pid, exited }: Process): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    signal(pid, 'SIGTERM')
-    const killTimer = setTimeout(() => {
-      if (child.exitCode === null && child.signalCode === null) signal(pid, 'SIGKILL')
-    }, STOP_GRACE_MS)
-    await exited
-    clearTimeout(killTimer)
-  }
+  const end = (service: ServiceProcess) => stopService(service, STOP_GRACE_MS)
 
-  let current: Process
+  let current: ServiceProcess
   try {
     current = await launch()
   } catch (err) {
@@ -160,34 +143,6 @@ async function assertServedBy(url: string, pid: number): Promise<void> {
   }
 }
 
-/** Signals our influxd by its PID; it may have exited on its own in the meantime. */
-function signal(pid: number, name: NodeJS.Signals): void {
-  try {
-    process.kill(pid, name)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err
-  }
-}
-
-/** Spawns influxd, turning a missing binary into the one message that says what to install. */
-async function spawnInfluxd(configFile: string): Promise<ChildProcess> {
-  const child = spawn('influxd', ['-config', configFile], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  // 'spawn' or 'error' comes first: ENOENT is reported through 'error', never as an exit.
-  await new Promise<void>((resolve, reject) => {
-    child.once('spawn', resolve)
-    child.once('error', (err: NodeJS.ErrnoException) => {
-      reject(
-        err.code === 'ENOENT'
-          ? new Error(NOT_INSTALLED_MESSAGE, { cause: err })
-          : new Error(`cannot start influxd: ${err.message}`, { cause: err }),
-      )
-    })
-  })
-  return child
-}
-
 async function waitForPing(
   url: string,
   exited: Promise<number | string>,
@@ -215,30 +170,6 @@ async function waitForPing(
       )
     }
     await Promise.race([new Promise((resolve) => setTimeout(resolve, READY_POLL_MS)), exited])
-  }
-}
-
-/** Ports the OS hands out for port 0 on loopback, all held at once so they differ. */
-async function freePorts(count: number): Promise<number[]> {
-  const servers = Array.from({ length: count }, () => createServer())
-  try {
-    return await Promise.all(
-      servers.map(
-        (server) =>
-          new Promise<number>((resolve, reject) => {
-            server.once('error', reject)
-            server.listen(0, HOST, () => {
-              const address = server.address()
-              if (address !== null && typeof address === 'object') resolve(address.port)
-              else reject(new Error('no port assigned'))
-            })
-          }),
-      ),
-    )
-  } finally {
-    await Promise.all(
-      servers.map((server) => new Promise((resolve) => server.close(() => resolve(undefined)))),
-    )
   }
 }
 

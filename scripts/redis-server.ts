@@ -8,13 +8,12 @@
  * As a CLI (`node --import tsx scripts/redis-server.ts`) it starts one, prints
  * `{"url":...,"pid":...}` as one JSON line and stops it on SIGINT or SIGTERM.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createConnection, createServer } from 'node:net'
+import { createConnection } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { freePorts, type ServiceProcess, spawnService, stopService } from './service-process.ts'
 
 export interface RunningRedis {
   /** `redis://127.0.0.1:PORT` */
@@ -35,6 +34,7 @@ const HOST = '127.0.0.1'
 const READY_TIMEOUT_MS = 10_000
 const STOP_GRACE_MS = 5_000
 const START_ATTEMPTS = 3
+const end = (service: ServiceProcess) => stopService(service, STOP_GRACE_MS)
 
 export async function startRedis(): Promise<RunningRedis> {
   let lastError: unknown
@@ -50,14 +50,8 @@ export async function startRedis(): Promise<RunningRedis> {
   throw lastError
 }
 
-interface Process {
-  child: ChildProcess
-  pid: number
-  exited: Promise<number | string>
-}
-
 async function startOnce(): Promise<RunningRedis> {
-  const port = await freePort()
+  const [port] = (await freePorts(1, HOST)) as [number]
   const dir = await mkdtemp(join(tmpdir(), 'redis-'))
   const args = [
     '--port',
@@ -77,25 +71,14 @@ async function startOnce(): Promise<RunningRedis> {
   ]
   let output = ''
 
-  const launch = async (): Promise<Process> => {
-    const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    await new Promise<void>((resolve, reject) => {
-      child.once('spawn', resolve)
-      child.once('error', (err: NodeJS.ErrnoException) =>
-        reject(
-          err.code === 'ENOENT'
-            ? new Error(REDIS_NOT_INSTALLED, { cause: err })
-            : new Error(`cannot start redis-server: ${err.message}`, { cause: err }),
-        ),
-      )
-    })
+  const launch = async (): Promise<ServiceProcess> => {
+    const launched = await spawnService('redis-server', args, REDIS_NOT_INSTALLED)
+    const { child, exited } = launched
     const collect = (chunk: Buffer) => {
       output = (output + chunk.toString('utf8')).slice(-4_000)
     }
     child.stdout?.on('data', collect)
     child.stderr?.on('data', collect)
-    const exited = once(child, 'exit').then(([code, sig]) => (code ?? sig) as number | string)
-    const launched = { child, pid: child.pid as number, exited }
     try {
       await waitForPing(port, exited, () => output)
     } catch (err) {
@@ -105,7 +88,7 @@ async function startOnce(): Promise<RunningRedis> {
     return launched
   }
 
-  let current: Process
+  let current: ServiceProcess
   try {
     current = await launch()
   } catch (err) {
@@ -132,24 +115,6 @@ async function startOnce(): Promise<RunningRedis> {
       })()
       return stopping
     },
-  }
-}
-
-async function end({ child, pid, exited }: Process): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  signal(pid, 'SIGTERM')
-  const killTimer = setTimeout(() => {
-    if (child.exitCode === null && child.signalCode === null) signal(pid, 'SIGKILL')
-  }, STOP_GRACE_MS)
-  await exited
-  clearTimeout(killTimer)
-}
-
-function signal(pid: number, name: NodeJS.Signals): void {
-  try {
-    process.kill(pid, name)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err
   }
 }
 
@@ -189,20 +154,6 @@ function pingOnce(port: number): Promise<boolean> {
     socket.once('error', () => done(false))
     socket.once('connect', () => socket.write('PING\r\n'))
     socket.once('data', (data) => done(data.toString().startsWith('+PONG')))
-  })
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, HOST, () => {
-      const address = server.address()
-      server.close(() => {
-        if (address !== null && typeof address === 'object') resolve(address.port)
-        else reject(new Error('no port assigned'))
-      })
-    })
   })
 }
 
