@@ -1,0 +1,107 @@
+import { describe, expect, it } from 'vitest'
+import { runToEnd } from '../helpers/processes.ts'
+
+/**
+ * Smoke test of `npm run bench` (bench/run.ts): a quick run of ingest and passthrough against every
+ * target, as a child process with a time bound. It checks the output's shape and the one
+ * correctness promise the benchmark verifies (QoS 1: stored rows == PUBACKs), never a speed.
+ */
+const BOUND_MS = 120_000
+
+type Line = Record<string, unknown>
+
+describe('npm run bench', () => {
+  it(
+    'prints valid JSON lines with the expected fields, and stored == acked for QoS 1 ingest',
+    async () => {
+      const { code, stdout, stderr } = await runToEnd(
+        'npm',
+        ['run', '--silent', 'bench', '--', '--quick', '--scenario', 'ingest,passthrough'],
+        {},
+        BOUND_MS,
+      )
+      expect(code, stderr.slice(-4_000)).toBe(0)
+
+      const lines = stdout.split('\n').filter((l) => l.trim() !== '')
+      const parsed: Line[] = lines.map((l) => {
+        let value: unknown
+        expect(() => {
+          value = JSON.parse(l)
+        }, `not JSON: ${l}`).not.toThrow()
+        expect(typeof value === 'object' && value !== null && !Array.isArray(value), l).toBe(true)
+        expect(typeof (value as Line).bench, l).toBe('string')
+        return value as Line
+      })
+
+      const setup = parsed.find((l) => l.bench === 'setup')
+      expect(setup).toBeDefined()
+      const targets = setup?.targets as string[]
+      expect(targets).toEqual(expect.arrayContaining(['gateway', 'aedes']))
+      if (setup?.mosquitto === null) expect(setup?.note).toMatch(/apt-get install mosquitto/)
+      else expect(targets).toContain('mosquitto')
+
+      // Every scenario line names a target or is a summary, never an error.
+      expect(parsed.filter((l) => l.error !== undefined)).toEqual([])
+      for (const line of parsed) {
+        expect(line.error, JSON.stringify(line)).toBeUndefined()
+        if (line.bench === 'ingest' || line.bench === 'passthrough') {
+          expect(
+            line.summary === true || typeof line.target === 'string',
+            JSON.stringify(line),
+          ).toBe(true)
+        }
+      }
+
+      const isNumber = (v: unknown) => typeof v === 'number' && Number.isFinite(v)
+      const ratioField = (v: unknown) => v === null || isNumber(v)
+      for (const bench of ['ingest', 'passthrough']) {
+        const perTarget = parsed.filter((l) => l.bench === bench && l.target !== undefined)
+        for (const target of targets) {
+          const mine = perTarget.filter((l) => l.target === target)
+          expect(mine.length, `${bench} ${target}`).toBe(bench === 'ingest' ? 2 : 1)
+          for (const line of mine) {
+            expect([0, 1], JSON.stringify(line)).toContain(line.qos)
+            expect(typeof line.crashes, JSON.stringify(line)).toBe('number')
+            // Bare Aedes can crash under the QoS 0 backlog (mqemitter's stack overflow, see
+            // docs/benchmarks.md); a round it lost has no figure. The gateway must have one.
+            if (target === 'gateway' || line.crashes === 0) {
+              expect(isNumber(line.msgPerSec), JSON.stringify(line)).toBe(true)
+              expect(line.msgPerSec as number).toBeGreaterThan(0)
+            } else {
+              expect(line.msgPerSec === null || isNumber(line.msgPerSec)).toBe(true)
+            }
+            if (target === 'gateway' || line.crashes === 0) expect(line.disconnects).toBe(0)
+          }
+        }
+        const summary = parsed.find((l) => l.bench === bench && l.summary === true)
+        expect(summary, `${bench} summary`).toBeDefined()
+        expect(ratioField(summary?.gatewayVsAedes)).toBe(true)
+        expect(ratioField(summary?.gatewayVsMosquitto)).toBe(true)
+        expect(typeof summary?.goal).toBe('string')
+      }
+
+      const passthrough = parsed.filter((l) => l.bench === 'passthrough' && l.target !== undefined)
+      for (const line of passthrough) {
+        if (line.target !== 'gateway' && line.crashes !== 0) continue
+        expect(isNumber(line.latencyP50Ms), JSON.stringify(line)).toBe(true)
+        expect(isNumber(line.latencyP99Ms), JSON.stringify(line)).toBe(true)
+      }
+
+      const gatewayQos1 = parsed.find(
+        (l) => l.bench === 'ingest' && l.target === 'gateway' && l.qos === 1,
+      )
+      expect(gatewayQos1).toBeDefined()
+      expect(gatewayQos1?.acked as number).toBeGreaterThan(0)
+      expect(gatewayQos1?.stored).toBe(gatewayQos1?.acked)
+      expect(gatewayQos1?.storedEqualsAcked).toBe(true)
+      expect(gatewayQos1?.unacked).toBe(0)
+      const ingestSummary = parsed.find((l) => l.bench === 'ingest' && l.summary === true)
+      expect(ingestSummary?.storedEqualsAcked).toBe(true)
+
+      const done = parsed.at(-1)
+      expect(done?.bench).toBe('done')
+      expect(done?.failed).toEqual([])
+    },
+    BOUND_MS + 30_000,
+  )
+})
