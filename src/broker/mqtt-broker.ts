@@ -5,6 +5,10 @@ import type { TlsOptions } from 'node:tls'
 import { Aedes, type AedesOptions } from 'aedes'
 import type { Logger } from '../telemetry/logger.ts'
 import { type ConnectionLimits, createMqttListeners, type ListenerStats } from './listeners.ts'
+import { createStackSafeEmitter } from './stack-safe-emitter.ts'
+
+/** Aedes' default: messages dispatched to subscribers at once before the next ones queue. */
+const AEDES_CONCURRENCY = 100
 
 export interface PublishOptions {
   qos: 0 | 1
@@ -104,7 +108,7 @@ export async function createMqttBroker(
   const counts: MqttMessageCounts = { in: 0, out: 0 }
   const aedes = await Aedes.createBroker({
     ...(options.id === undefined ? {} : { id: options.id }),
-    ...(options.mq === undefined ? {} : { mq: options.mq }),
+    mq: options.mq ?? createStackSafeEmitter(AEDES_CONCURRENCY),
     ...(options.persistence === undefined ? {} : { persistence: options.persistence }),
     authorizePublish: hooks.authorizePublish,
     ...(hooks.authenticate ? { authenticate: hooks.authenticate } : {}),
