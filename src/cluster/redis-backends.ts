@@ -167,7 +167,7 @@ function joinConcurrentAddSubscriptions(persistence: object): void {
 }
 
 /** The URL without its password, for logs. */
-export function redactUrl(url: string): string {
+function redactUrl(url: string): string {
   try {
     const parsed = new URL(url)
     if (parsed.password) parsed.password = '***'
