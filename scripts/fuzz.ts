@@ -35,7 +35,7 @@ import { type ExpectedOutcome, expectedOutcome } from '../test/helpers/fuzz-orac
 import {
   byLabel,
   type GatewayChild,
-  parseFlags,
+  readFlags,
   startGatewayChild,
   sumOf,
 } from '../test/helpers/gateway-child.ts'
@@ -132,25 +132,13 @@ function positiveInt(value: string | undefined, fallback: number, name: string):
 
 async function main(): Promise<number> {
   const started = performance.now()
-  let flags: Record<string, string>
-  try {
-    flags = parseFlags(process.argv.slice(2), [
-      'count',
-      'seed',
-      'max-old-space',
-      'clients',
-      'inflight',
-      'fresh-ids',
-      'help',
-    ])
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n${USAGE}`)
-    return 2
-  }
-  if (flags.help) {
-    process.stdout.write(USAGE)
-    return 0
-  }
+  const read = readFlags(
+    process.argv.slice(2),
+    ['count', 'seed', 'max-old-space', 'clients', 'inflight', 'fresh-ids'],
+    USAGE,
+  )
+  if ('exitCode' in read) return read.exitCode
+  const { flags } = read
   const count = positiveInt(flags.count, 100_000, 'count')
   const seed = flags.seed === undefined ? Date.now() % 2 ** 31 : Number(flags.seed) | 0
   const maxOldSpace = positiveInt(flags['max-old-space'], 512, 'max-old-space')

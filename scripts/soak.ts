@@ -50,7 +50,7 @@ import { DEFAULT_PARSE_OPTIONS, parsePublish } from '../src/ingest/parse-publish
 import {
   type GatewayChild,
   parseDurationFlag,
-  parseFlags,
+  readFlags,
   startGatewayChild,
   sumOf,
 } from '../test/helpers/gateway-child.ts'
@@ -88,26 +88,13 @@ interface SeriesTally {
 }
 
 async function main(): Promise<number> {
-  let flags: Record<string, string>
-  try {
-    flags = parseFlags(process.argv.slice(2), [
-      'duration',
-      'rate',
-      'devices',
-      'store',
-      'malformed',
-      'seed',
-      'max-old-space',
-      'help',
-    ])
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n${USAGE}`)
-    return 2
-  }
-  if (flags.help) {
-    process.stdout.write(USAGE)
-    return 0
-  }
+  const read = readFlags(
+    process.argv.slice(2),
+    ['duration', 'rate', 'devices', 'store', 'malformed', 'seed', 'max-old-space'],
+    USAGE,
+  )
+  if ('exitCode' in read) return read.exitCode
+  const { flags } = read
   const durationMs = parseDurationFlag(flags.duration ?? '10m')
   const rate = Number(flags.rate ?? 500)
   const deviceCount = Number(flags.devices ?? 20)

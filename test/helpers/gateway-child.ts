@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { toDurationMs } from '../../src/util/duration.ts'
 import { parsePrometheusText, type Scrape } from './prometheus.ts'
 
 /** The repository root: src/main.ts and config/ are found from here, whatever the caller's cwd. */
@@ -249,13 +250,34 @@ export function byLabel(scrape: Scrape, name: string, label: string): Record<str
   return out
 }
 
-/** A duration flag: `15s`, `10m`, `1h`, `500ms` or plain milliseconds. */
+/** A duration flag: `15s`, `10m`, `1h`, `500ms` or plain milliseconds (the gateway's syntax). */
 export function parseDurationFlag(text: string): number {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim())
-  if (!match) throw new Error(`not a duration: ${text} (use 500ms, 15s, 10m, 1h)`)
-  const n = Number(match[1])
-  const unit = match[2] ?? 'ms'
-  return Math.round(n * { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[unit as 'ms'])
+  const ms = toDurationMs(text)
+  if (ms === null) throw new Error(`not a duration: ${text} (use 500ms, 15s, 10m, 1h)`)
+  return ms
+}
+
+/**
+ * A script's flags (see parseFlags), or the exit code when there is nothing to run: 0 after
+ * printing `usage` for --help, 2 after printing the problem and `usage` to stderr.
+ */
+export function readFlags(
+  argv: readonly string[],
+  known: readonly string[],
+  usage: string,
+): { flags: Record<string, string> } | { exitCode: number } {
+  let flags: Record<string, string>
+  try {
+    flags = parseFlags(argv, [...known, 'help'])
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n${usage}`)
+    return { exitCode: 2 }
+  }
+  if (flags.help) {
+    process.stdout.write(usage)
+    return { exitCode: 0 }
+  }
+  return { flags }
 }
 
 /** `--name value` and `--name=value` flags; unknown names are an error. */
