@@ -36,6 +36,7 @@ import {
   byLabel,
   type GatewayChild,
   readFlags,
+  reportRun,
   startGatewayChild,
   sumOf,
 } from '../test/helpers/gateway-child.ts'
@@ -397,14 +398,7 @@ async function main(): Promise<number> {
     ok,
     ...(ok ? {} : { problems }),
   }
-  if (!ok && logs) {
-    process.stderr.write(
-      `gateway errors:\n${logs.firstErrors.join('\n')}\ngateway log tail:\n${logs.tail.join('\n')}\n${gateway?.stderr() ?? ''}\n`,
-    )
-  }
-  await gateway?.removeDataDir()
-  process.stdout.write(`${JSON.stringify(result)}\n`)
-  return ok ? 0 : 1
+  return reportRun(result, gateway)
 }
 
 function round(n: number): number {

@@ -250,6 +250,26 @@ export function byLabel(scrape: Scrape, name: string, label: string): Record<str
   return out
 }
 
+/**
+ * The end of a fuzz or soak run: on failure the gateway's first errors, log tail and stderr go to
+ * stderr; the data folder is removed; the result is the one JSON line on stdout. Returns the
+ * exit code (0 when `result.ok`).
+ */
+export async function reportRun(
+  result: { ok: boolean },
+  gateway: GatewayChild | undefined,
+): Promise<number> {
+  const logs = gateway?.logStats()
+  if (!result.ok && logs) {
+    process.stderr.write(
+      `gateway errors:\n${logs.firstErrors.join('\n')}\ngateway log tail:\n${logs.tail.join('\n')}\n${gateway?.stderr() ?? ''}\n`,
+    )
+  }
+  await gateway?.removeDataDir()
+  process.stdout.write(`${JSON.stringify(result)}\n`)
+  return result.ok ? 0 : 1
+}
+
 /** A duration flag: `15s`, `10m`, `1h`, `500ms` or plain milliseconds (the gateway's syntax). */
 export function parseDurationFlag(text: string): number {
   const ms = toDurationMs(text)
