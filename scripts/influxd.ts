@@ -10,28 +10,24 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { freePorts, type ServiceProcess, spawnService, stopService } from './service-process.ts'
+import {
+  freePorts,
+  type RestartableService,
+  type ServiceProcess,
+  spawnService,
+  stopService,
+} from './service-process.ts'
 
 export interface InfluxdOptions {
   /** Receives influxd's stderr and stdout, line by line (it is quiet unless something is wrong). */
   log?: (line: string) => void
 }
 
-export interface RunningInfluxd {
+/** halt() keeps influxd's data: restart() brings the same databases back on the same port. */
+export interface RunningInfluxd extends RestartableService {
   /** `http://127.0.0.1:PORT`, without a database path. */
   url: string
   httpPort: number
-  /** The PID of the running influxd (a new one after restart()). */
-  readonly pid: number
-  /**
-   * An outage: stops influxd (SIGTERM, SIGKILL after STOP_GRACE_MS) but keeps its data, so
-   * restart() brings the same databases back on the same port.
-   */
-  halt(): Promise<void>
-  /** Starts the halted influxd again on the same port and data; resolves once it answers. */
-  restart(): Promise<void>
-  /** SIGTERM, SIGKILL after STOP_GRACE_MS, then the temp folder is removed. Idempotent. */
-  stop(): Promise<void>
 }
 
 export const NOT_INSTALLED_MESSAGE = 'InfluxDB is not installed: apt-get install influxdb'

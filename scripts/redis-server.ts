@@ -13,19 +13,19 @@ import { createConnection } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { freePorts, type ServiceProcess, spawnService, stopService } from './service-process.ts'
+import {
+  freePorts,
+  type RestartableService,
+  type ServiceProcess,
+  spawnService,
+  stopService,
+} from './service-process.ts'
 
-export interface RunningRedis {
+/** restart() comes back empty: persistence is off (see above). */
+export interface RunningRedis extends RestartableService {
   /** `redis://127.0.0.1:PORT` */
   url: string
   port: number
-  readonly pid: number
-  /** Stops redis-server (SIGTERM, SIGKILL after a grace period): an outage. */
-  halt(): Promise<void>
-  /** Starts it again on the same port; resolves once it answers PING. */
-  restart(): Promise<void>
-  /** Stops it and removes its folder. Idempotent. */
-  stop(): Promise<void>
 }
 
 export const REDIS_NOT_INSTALLED = 'Redis is not installed: apt-get install redis-server'

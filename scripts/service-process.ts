@@ -14,6 +14,18 @@ export interface ServiceProcess {
   exited: Promise<number | string>
 }
 
+/** A throwaway service a test can take down and bring back (an outage) on the same port. */
+export interface RestartableService {
+  /** The PID of the running server (a new one after restart()). */
+  readonly pid: number
+  /** An outage: stops the server (SIGTERM, SIGKILL after a grace period) on the same port. */
+  halt(): Promise<void>
+  /** Starts it again on the same port; resolves once it answers. */
+  restart(): Promise<void>
+  /** Stops it and removes its folder. Idempotent. */
+  stop(): Promise<void>
+}
+
 /** Spawns `command`; a missing binary becomes `notInstalled`, the message that says what to install. */
 export async function spawnService(
   command: string,
