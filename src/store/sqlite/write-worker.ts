@@ -1,0 +1,137 @@
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { Worker } from 'node:worker_threads'
+import type { Alert, Reading } from '../../contract/types.ts'
+import { ERROR_CODES, GatewayError } from '../../errors.ts'
+import type { Logger } from '../../telemetry/logger.ts'
+import type { WriteRequest, WriteResponse, WriteThreadData } from './write-thread.ts'
+import { toColumns } from './writes.ts'
+
+/** The SQLite store's writes, made on a worker thread; each resolves once committed. */
+export interface SqliteWriteWorker {
+  readings(readings: readonly Reading[]): Promise<void>
+  alerts(alerts: readonly Alert[]): Promise<void>
+  /** Deletes up to PRUNE_CHUNK_ROWS expired readings of one series; resolves with the count. */
+  pruneSeries(device: string, metric: string, cutoff: number): Promise<number>
+  /** Lets what was asked finish, then stops both threads. */
+  close(): Promise<void>
+}
+
+type Role = WriteThreadData['role']
+type Request = WriteRequest extends infer R ? (R extends unknown ? Omit<R, 'id'> : never) : never
+
+const THREAD_URL = new URL('./write-thread.ts', import.meta.url).href
+
+/**
+ * The thread's entry is TypeScript, like the rest of the gateway. Node 20 does not apply the
+ * `--import tsx` hooks to a worker's entry, so a small bootstrap loads it through tsx's API,
+ * found through tsx's own exports map from here (neither the working directory nor the parent's
+ * flags matter: a test runner's worker has no tsx in its execArgv).
+ */
+function bootstrapCode(): string {
+  const require = createRequire(import.meta.url)
+  const manifest = require('tsx/package.json') as {
+    exports: Record<string, { import: { default: string } }>
+  }
+  const api = manifest.exports['./esm/api']?.import.default
+  if (api === undefined) throw new Error('tsx has no ./esm/api export')
+  const apiUrl = pathToFileURL(join(dirname(require.resolve('tsx/package.json')), api)).href
+  return `import(${JSON.stringify(apiUrl)}).then((tsx) => tsx.tsImport(${JSON.stringify(THREAD_URL)}, ${JSON.stringify(import.meta.url)}))`
+}
+
+/**
+ * Starts the writer and the checkpointer threads on a file that openDatabase created. A thread
+ * that dies fails what it was asked (the store writer retries, or spools) and is started again
+ * at the next request.
+ */
+export function startWriteWorker(file: string, log?: Logger): SqliteWriteWorker {
+  const walState = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT)
+  const bootstrap = bootstrapCode()
+  let nextId = 1
+  let closing: Promise<void> | undefined
+
+  const spawn = (role: Role) => {
+    const worker = new Worker(bootstrap, {
+      eval: true,
+      workerData: { file, role, walState } satisfies WriteThreadData,
+    })
+    const pending = new Map<number, { resolve: (v?: number) => void; reject: (e: Error) => void }>()
+    let lastError: Error | undefined
+    worker.on('message', (response: WriteResponse) => {
+      const waiter = pending.get(response.id)
+      if (waiter === undefined) return
+      pending.delete(response.id)
+      // Idle, the thread must not keep the process alive; busy, it must (a write at shutdown).
+      if (pending.size === 0) worker.unref()
+      if (response.ok) waiter.resolve(response.value)
+      else
+        waiter.reject(
+          new GatewayError(ERROR_CODES.store, `SQLite write failed: ${response.message}`),
+        )
+    })
+    worker.on('error', (err) => {
+      lastError = err
+      log?.error({ err, role }, 'SQLite worker thread failed')
+    })
+    worker.on('exit', (code) => {
+      const err = new GatewayError(
+        ERROR_CODES.store,
+        `SQLite ${role} thread stopped (exit code ${code})${lastError ? `: ${lastError.message}` : ''}`,
+      )
+      for (const waiter of pending.values()) waiter.reject(err)
+      pending.clear()
+      if (threads[role] === thread) threads[role] = undefined
+    })
+    worker.unref()
+    const thread = {
+      request(request: Request): Promise<number | undefined> {
+        const id = nextId++
+        if (pending.size === 0) worker.ref()
+        return new Promise((resolve, reject) => {
+          pending.set(id, { resolve, reject })
+          const message = { ...request, id } as WriteRequest
+          // The column arrays' buffers move to the thread instead of being copied.
+          const transfer: ArrayBuffer[] =
+            message.op === 'readings'
+              ? [message.batch.ts.buffer as ArrayBuffer, message.batch.value.buffer as ArrayBuffer]
+              : []
+          worker.postMessage(message, transfer)
+        })
+      },
+    }
+    return thread
+  }
+
+  const threads: Partial<Record<Role, ReturnType<typeof spawn>>> = {}
+  /** The writer, started (again) with its checkpointer when either is not running. */
+  const writer = () => {
+    if (closing) throw new GatewayError(ERROR_CODES.store, `SQLite store ${file} is closed`)
+    threads.checkpointer ??= spawn('checkpointer')
+    threads.writer ??= spawn('writer')
+    return threads.writer
+  }
+  writer()
+
+  return {
+    async readings(readings) {
+      if (readings.length === 0) return
+      await writer().request({ op: 'readings', batch: toColumns(readings) })
+    },
+    async alerts(alerts) {
+      if (alerts.length === 0) return
+      await writer().request({ op: 'alerts', alerts: [...alerts] })
+    },
+    async pruneSeries(device, metric, cutoff) {
+      return (await writer().request({ op: 'prune', device, metric, cutoff })) ?? 0
+    },
+    close() {
+      closing ??= Promise.all(
+        [threads.writer, threads.checkpointer].map((t) =>
+          t?.request({ op: 'close' }).catch(() => undefined),
+        ),
+      ).then(() => undefined)
+      return closing
+    },
+  }
+}

@@ -1,0 +1,104 @@
+import { statSync } from 'node:fs'
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import type { Reading } from '../../../src/contract/types.ts'
+import { ERROR_CODES } from '../../../src/errors.ts'
+import { openDatabase } from '../../../src/store/sqlite/schema.ts'
+import { type SqliteWriteWorker, startWriteWorker } from '../../../src/store/sqlite/write-worker.ts'
+import { createTempDir, type TempDir } from '../../helpers/temp-dir.ts'
+
+describe('SQLite write threads', () => {
+  const T0 = Date.UTC(2026, 0, 1)
+  let dir: TempDir
+  let file: string
+  const started: SqliteWriteWorker[] = []
+
+  function start(): SqliteWriteWorker {
+    const worker = startWriteWorker(file)
+    started.push(worker)
+    return worker
+  }
+
+  /** `count` readings of 200 series, every one new. */
+  function batch(from: number, count: number): Reading[] {
+    return Array.from({ length: count }, (_, i) => ({
+      deviceId: `dev-${(from + i) % 200}`,
+      metric: 'temperature',
+      ts: T0 + from + i,
+      value: (from + i) / 10,
+      ...(i % 2 === 0 ? { unit: 'C' } : {}),
+    }))
+  }
+
+  beforeEach(async () => {
+    dir = await createTempDir('sqlite-write-worker-')
+    file = join(dir.path, 'gateway.db')
+  })
+
+  afterEach(async () => {
+    for (const worker of started.splice(0)) await worker.close()
+    await dir.remove()
+  })
+
+  it('commits readings with their units and answers once they are readable from another connection', async () => {
+    openDatabase(file).close()
+    const worker = start()
+    await worker.readings(batch(0, 1_000))
+    const reader = new Database(file, { readonly: true })
+    try {
+      expect(reader.prepare('SELECT count(*) AS n FROM readings').get()).toEqual({ n: 1_000 })
+      expect(reader.prepare('SELECT count(*) AS n FROM latest').get()).toEqual({ n: 200 })
+      expect(
+        reader
+          .prepare('SELECT ts, value, unit FROM readings WHERE device = ? ORDER BY ts')
+          .all('dev-1'),
+      ).toEqual([
+        { ts: T0 + 1, value: 0.1, unit: null },
+        ...[201, 401, 601, 801].map((i) => ({ ts: T0 + i, value: i / 10, unit: null })),
+      ])
+    } finally {
+      reader.close()
+    }
+  })
+
+  it('fails what a thread that cannot start was asked, with its reason, and starts it again at the next request', async () => {
+    // No openDatabase first: the threads open only a file that exists and has the schema.
+    const worker = start()
+    await expect(worker.readings(batch(0, 10))).rejects.toMatchObject({
+      code: ERROR_CODES.store,
+      message: expect.stringMatching(/^SQLite writer thread stopped \(exit code 1\): .+/),
+    })
+    openDatabase(file).close()
+    await worker.readings(batch(0, 10))
+    const reader = new Database(file, { readonly: true })
+    try {
+      expect(reader.prepare('SELECT count(*) AS n FROM readings').get()).toEqual({ n: 10 })
+    } finally {
+      reader.close()
+    }
+  })
+
+  it('copies the WAL into the database file while writes go on, without being asked', async () => {
+    openDatabase(file).close()
+    const emptySize = statSync(file).size
+    const worker = start()
+    // Batches keep coming, as under load; the writer never checkpoints inside them.
+    for (let i = 0; i < 20; i++) await worker.readings(batch(i * 1_000, 1_000))
+    await vi.waitFor(() => expect(statSync(file).size).toBeGreaterThan(emptySize), {
+      timeout: 5_000,
+      interval: 50,
+    })
+  })
+
+  it('refuses requests after close', async () => {
+    openDatabase(file).close()
+    const worker = start()
+    await worker.readings(batch(0, 1))
+    await worker.close()
+    await expect(worker.readings(batch(1, 1))).rejects.toMatchObject({
+      code: ERROR_CODES.store,
+      message: `SQLite store ${file} is closed`,
+    })
+  })
+})
