@@ -6,7 +6,7 @@ import type { Alert, Reading } from '../../contract/types.ts'
 import { ERROR_CODES, GatewayError } from '../../errors.ts'
 import type { Logger } from '../../telemetry/logger.ts'
 import type { WriteRequest, WriteResponse, WriteThreadData } from './write-thread.ts'
-import { toColumns } from './writes.ts'
+import { columnBuffers, toColumns } from './writes.ts'
 
 /** The SQLite store's writes, made on a worker thread; each resolves once committed. */
 export interface SqliteWriteWorker {
@@ -92,10 +92,7 @@ export function startWriteWorker(file: string, log?: Logger): SqliteWriteWorker 
           pending.set(id, { resolve, reject })
           const message = { ...request, id } as WriteRequest
           // The column arrays' buffers move to the thread instead of being copied.
-          const transfer: ArrayBuffer[] =
-            message.op === 'readings'
-              ? [message.batch.ts.buffer as ArrayBuffer, message.batch.value.buffer as ArrayBuffer]
-              : []
+          const transfer = message.op === 'readings' ? columnBuffers(message.batch) : []
           worker.postMessage(message, transfer)
         })
       },

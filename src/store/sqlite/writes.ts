@@ -2,16 +2,20 @@ import type Database from 'better-sqlite3'
 import { type Alert, alertId, type Reading } from '../../contract/types.ts'
 
 /**
- * Readings as columns, the shape a batch crosses to the write thread in: the numbers travel as
- * two transferable Float64Arrays, and the clone has no per-reading object to rebuild.
+ * Readings as columns, the shape a batch crosses to the write thread in. Structured clone copies
+ * every string of a message one by one, and under load a batch holds many readings of few series:
+ * each distinct string travels once, in `names`, and the readings refer to it by index. The
+ * numbers travel in typed arrays whose buffers are transferred, not copied.
  */
 export interface ReadingColumns {
-  device: string[]
-  metric: string[]
+  /** Every distinct device id, metric and unit of the batch. */
+  names: string[]
+  device: Uint32Array
+  metric: Uint32Array
+  /** Index in names, or -1 where the reading has no unit. */
+  unit: Int32Array
   ts: Float64Array
   value: Float64Array
-  /** null where the reading has no unit. */
-  unit: Array<string | null>
 }
 
 /** Rows deleted per statement while pruning, so each transaction stays short. */
@@ -33,22 +37,39 @@ export interface SqliteWrites {
 
 export function toColumns(readings: readonly Reading[]): ReadingColumns {
   const n = readings.length
+  const names: string[] = []
+  const indexOf = new Map<string, number>()
+  const name = (text: string): number => {
+    let index = indexOf.get(text)
+    if (index === undefined) {
+      index = names.push(text) - 1
+      indexOf.set(text, index)
+    }
+    return index
+  }
   const columns: ReadingColumns = {
-    device: new Array<string>(n),
-    metric: new Array<string>(n),
+    names,
+    device: new Uint32Array(n),
+    metric: new Uint32Array(n),
+    unit: new Int32Array(n),
     ts: new Float64Array(n),
     value: new Float64Array(n),
-    unit: new Array<string | null>(n),
   }
   for (let i = 0; i < n; i++) {
     const r = readings[i] as Reading
-    columns.device[i] = r.deviceId
-    columns.metric[i] = r.metric
+    columns.device[i] = name(r.deviceId)
+    columns.metric[i] = name(r.metric)
+    columns.unit[i] = r.unit === undefined ? -1 : name(r.unit)
     columns.ts[i] = r.ts
     columns.value[i] = r.value
-    columns.unit[i] = r.unit ?? null
   }
   return columns
+}
+
+/** The buffers of a batch's columns, handed over to the thread rather than copied. */
+export function columnBuffers(columns: ReadingColumns): ArrayBuffer[] {
+  const { device, metric, unit, ts, value } = columns
+  return [device, metric, unit, ts, value].map((column) => column.buffer as ArrayBuffer)
 }
 
 export function prepareWrites(db: Database.Database): SqliteWrites {
@@ -90,18 +111,29 @@ export function prepareWrites(db: Database.Database): SqliteWrites {
   )
 
   const readingsTx = db.transaction((batch: ReadingColumns) => {
-    const { device, metric, ts, value, unit } = batch
+    const { names, device, metric, unit, ts, value } = batch
     // latest gets one upsert per series per batch, not one per reading: under load a batch
-    // holds many readings of few series, so maintaining latest costs little.
-    const newest = new Map<string, number>()
+    // holds many readings of few series, so maintaining latest costs little. Key: the names'
+    // indexes, unique per batch.
+    const newest = new Map<number, number>()
     for (let i = 0; i < ts.length; i++) {
-      insertReading.run(device[i] as string, metric[i] as string, ts[i]!, value[i]!, unit[i]!)
-      const key = `${device[i]}\u0000${metric[i]}`
+      const d = device[i]!
+      const m = metric[i]!
+      const u = unit[i]!
+      insertReading.run(names[d]!, names[m]!, ts[i]!, value[i]!, u < 0 ? null : names[u]!)
+      const key = d * names.length + m
       const seen = newest.get(key)
       if (seen === undefined || ts[i]! >= ts[seen]!) newest.set(key, i)
     }
     for (const i of newest.values()) {
-      upsertLatest.run(device[i] as string, metric[i] as string, ts[i]!, value[i]!, unit[i]!)
+      const u = unit[i]!
+      upsertLatest.run(
+        names[device[i]!]!,
+        names[metric[i]!]!,
+        ts[i]!,
+        value[i]!,
+        u < 0 ? null : names[u]!,
+      )
     }
   })
 
