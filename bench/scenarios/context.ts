@@ -33,6 +33,11 @@ export interface BenchContext {
   progress(message: string): void
   /** Capacity per target as measured by `ingest` in this run (QoS 1), for `overload`. */
   peaks: Partial<Record<TargetName, { perSec: number; peakRssKiB: number }>>
+  /**
+   * The gateway's capacity with a QoS 1 subscriber on `sensors/#` (its `passthrough` figure in
+   * this run), for overload's 2x-subscribed mode: a subscriber sets the pace of delivery.
+   */
+  subscribedPeak?: { perSec: number; peakRssKiB: number }
   /** `--profile`: the folder the profiled gateway writes its .cpuprofile into. */
   profileDir?: string
   /** Mosquitto's version, or null when it is not installed. */

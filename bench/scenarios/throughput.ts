@@ -247,6 +247,12 @@ export async function passthrough(ctx: BenchContext): Promise<void> {
       p99: typeof p99 === 'number' ? p99 : null,
     }
     ctx.emit({ ...line, crashes: set.crashCount(name), failedRuns: set.failureCount(name) })
+    if (name === 'gateway') {
+      ctx.subscribedPeak = {
+        perSec: line.msgPerSec ?? Number.NaN,
+        peakRssKiB: medianOf(r, (o) => o.peakRssKiB),
+      }
+    }
   }
   const vsAedes = ratio(figures.gateway?.perSec, figures.aedes?.perSec)
   ctx.emit({
