@@ -7,10 +7,10 @@ import { type ParseOptions, parsePublish, toDeadLetter } from './parse-publish.t
 
 /** Where accepted readings go before they are acknowledged: the store writer, structurally. */
 export interface DurableSink {
-  /** Resolves once the readings are durable (stored, or spooled to disk). */
-  accept(readings: readonly Reading[]): Promise<void>
-  /** Best effort (QoS 0): undefined when the sink is full and dropped them (it counts them). */
-  offer(readings: readonly Reading[]): Promise<void> | undefined
+  /** `done` once the readings are durable (stored, or spooled to disk), or with why not. */
+  accept(readings: readonly Reading[], done: (err?: Error) => void): void
+  /** Best effort (QoS 0): false when the sink is full and dropped them (it counts them). */
+  offer(readings: readonly Reading[], done: (err?: Error) => void): boolean
 }
 
 export interface IngestStats {
@@ -71,30 +71,28 @@ export function createIngest(
         // QoS 0 is best effort: nothing to acknowledge, so the device is not held up; when the
         // writer's queue is full the readings are dropped and counted there (README, Guarantees).
         callback(null)
-        deps.sink.offer(result.readings)?.then(
-          () => {
-            stats.accepted += result.readings.length
-            emitReadings(result.readings)
-          },
-          (err: unknown) =>
-            log.error({ err, deviceId: result.deviceId }, 'QoS 0 readings not stored'),
-        )
+        deps.sink.offer(result.readings, (err) => {
+          if (err) {
+            log.error({ err, deviceId: result.deviceId }, 'QoS 0 readings not stored')
+            return
+          }
+          stats.accepted += result.readings.length
+          emitReadings(result.readings)
+        })
         return
       }
-      const stored = deps.sink.accept(result.readings)
-      stored.then(
-        () => {
-          stats.accepted += result.readings.length
-          // The PUBACK follows this callback: the device learns of success only after the commit.
-          callback(null)
-          emitReadings(result.readings)
-        },
-        (err: unknown) => {
+      deps.sink.accept(result.readings, (err) => {
+        if (err) {
           log.error({ err, deviceId: result.deviceId }, 'readings not stored; withholding PUBACK')
           // Without a PUBACK the device keeps the message and sends it again after reconnecting.
-          callback(err instanceof Error ? err : new Error(String(err)))
-        },
-      )
+          callback(err)
+          return
+        }
+        stats.accepted += result.readings.length
+        // The PUBACK follows this callback: the device learns of success only after the commit.
+        callback(null)
+        emitReadings(result.readings)
+      })
     },
     stats: () => ({ ...stats }),
   }

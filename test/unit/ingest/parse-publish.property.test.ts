@@ -493,10 +493,10 @@ describe('ingest pipeline: generated publishes through createIngest, the store w
             let current = -1
             const sunk = new Map<number, Reading[]>()
             const sink: DurableSink = {
-              accept(readings) {
+              accept(readings, done) {
                 expect(sunk.has(current)).toBe(false)
                 sunk.set(current, [...readings])
-                return writer.accept(readings)
+                writer.accept(readings, done)
               },
               offer(readings) {
                 // QoS 0 only; every publish here is QoS 1.

@@ -15,7 +15,7 @@ import {
 } from '../../../src/store/store-writer.ts'
 import { createSilentLogger, type Logger } from '../../../src/telemetry/logger.ts'
 import { captureLogs } from '../../helpers/log-capture.ts'
-import { allReadings } from '../../helpers/store.ts'
+import { accepted, allReadings, offered } from '../../helpers/store.ts'
 import { createTempDir, type TempDir } from '../../helpers/temp-dir.ts'
 
 const T0 = Date.UTC(2026, 0, 1)
@@ -135,7 +135,7 @@ describe('store writer', () => {
   it('writes what is accepted in one event-loop turn as one group commit', async () => {
     const writer = createWriter()
     const input = readings(1000)
-    await Promise.all(input.map((r) => writer.accept([r])))
+    await Promise.all(input.map((r) => accepted(writer, [r])))
     expect(faults.attempts).toBe(1)
     expect(faults.committed.map((b) => b.length)).toEqual([1000])
     expect(await stored()).toEqual(input)
@@ -157,10 +157,28 @@ describe('store writer', () => {
     })
   })
 
+  it('calls every callback of a commit even when one of them throws, and logs the throw', async () => {
+    const { log, lines } = captureLogs('debug')
+    const writer = createWriter({}, log)
+    const calls: string[] = []
+    writer.accept(readings(1), () => {
+      calls.push('first')
+      throw new Error('handler bug')
+    })
+    await accepted(writer, readings(1, 1)).then(() => calls.push('second'))
+    expect(calls).toEqual(['first', 'second'])
+    expect(lines).toContainEqual(
+      expect.objectContaining({
+        msg: 'a durable callback threw',
+        err: expect.objectContaining({ message: 'handler bug' }),
+      }),
+    )
+  })
+
   it('splits a queue longer than maxBatchSize and keeps its order', async () => {
     const writer = createWriter({ maxBatchSize: 100 })
     const input = readings(1050)
-    await Promise.all([writer.accept(input.slice(0, 30)), writer.accept(input.slice(30))])
+    await Promise.all([accepted(writer, input.slice(0, 30)), accepted(writer, input.slice(30))])
     expect(faults.committed.map((b) => b.length)).toEqual([...Array(10).fill(100), 50])
     expect(faults.committed.flat()).toEqual(input)
     expect(await stored()).toEqual(input)
@@ -171,17 +189,18 @@ describe('store writer', () => {
     const release = faults.hold()
     const firstAttempt = once(faults.events, 'attempt')
     let firstDone = false
-    const first = writer.accept(readings(1)).then(() => {
+    const first = accepted(writer, readings(1)).then(() => {
       firstDone = true
     })
     await firstAttempt
 
     let laterDone = false
-    const later = Promise.all([writer.accept(readings(2, 1)), writer.accept(readings(3, 3))]).then(
-      () => {
-        laterDone = true
-      },
-    )
+    const later = Promise.all([
+      accepted(writer, readings(2, 1)),
+      accepted(writer, readings(3, 3)),
+    ]).then(() => {
+      laterDone = true
+    })
     // Let the loop turn: nothing may start while the first write is held.
     await new Promise((resolve) => setImmediate(resolve))
     expect(faults.attempts).toBe(1)
@@ -238,9 +257,9 @@ describe('store writer', () => {
 
     const input = readings(25)
     await Promise.all([
-      writer.accept(input.slice(0, 10)),
-      writer.accept(input.slice(10, 20)),
-      writer.accept(input.slice(20)),
+      accepted(writer, input.slice(0, 10)),
+      accepted(writer, input.slice(10, 20)),
+      accepted(writer, input.slice(20)),
     ])
 
     expect(errors).toHaveLength(3)
@@ -279,7 +298,7 @@ describe('store writer', () => {
     const writer = createWriter({ maxBatchSize: 100 })
     const input = readings(100)
     // Every accept resolves: a refused reading is answered (and dead-lettered), not retried forever.
-    await Promise.all(input.map((r) => writer.accept([r])))
+    await Promise.all(input.map((r) => accepted(writer, [r])))
     expect(await stored()).toEqual(input.filter((r) => r.value !== 13 && r.value !== 77))
     expect(letters.map((l) => [l.deviceId, l.deadLetter.reason, l.deadLetter.topic])).toEqual([
       ['dev-1', 'store_rejected', 'sensors/dev-1/temperature'],
@@ -301,10 +320,10 @@ describe('store writer', () => {
     faults.failures = 5
     const writer = createWriter({ retryBaseMs: 100, retryMaxMs: 500 })
     const firstAttempt = once(faults.events, 'attempt')
-    const accepted = writer.accept(readings(1))
+    const durable = accepted(writer, readings(1))
     await firstAttempt
     await vi.runAllTimersAsync()
-    await accepted
+    await durable
 
     const delays = faults.attemptTimes.slice(1).map((t, i) => t - faults.attemptTimes[i]!)
     expect(delays).toEqual([100, 200, 400, 500, 500])
@@ -313,7 +332,7 @@ describe('store writer', () => {
 
   it('flushes on close', async () => {
     const writer = createWriter({ maxBatchSize: 10 })
-    const accepted = writer.accept(readings(95))
+    const durable = accepted(writer, readings(95))
     bus.emit('alert', {
       id: 'hot:dev-1',
       ruleId: 'hot',
@@ -330,7 +349,7 @@ describe('store writer', () => {
       flapping: false,
     })
     await writer.close()
-    await accepted
+    await durable
     expect(await stored()).toEqual(readings(95))
     expect(await sqlite.queryAlerts({ limit: 10 })).toHaveLength(1)
     expect(writer.stats()).toMatchObject({ pendingReadings: 0, pendingAlerts: 0 })
@@ -341,7 +360,7 @@ describe('store writer', () => {
     const closing = writer.close()
     expect(writer.close()).toBe(closing)
     await closing
-    await expect(writer.accept(readings(1))).rejects.toMatchObject({ code: ERROR_CODES.store })
+    await expect(accepted(writer, readings(1))).rejects.toMatchObject({ code: ERROR_CODES.store })
     await writer.flush()
   })
 
@@ -349,10 +368,10 @@ describe('store writer', () => {
     faults.failures = 1
     const writer = createWriter({ retryBaseMs: 60_000, retryMaxMs: 60_000 })
     const failed = new Promise<void>((resolve) => bus.on('test', 'store.error', () => resolve()))
-    const accepted = writer.accept(readings(3))
+    const durable = accepted(writer, readings(3))
     await failed
     await writer.close()
-    await accepted
+    await durable
     expect(await stored()).toEqual(readings(3))
   })
 
@@ -360,8 +379,8 @@ describe('store writer', () => {
     faults.failures = Number.POSITIVE_INFINITY
     const writer = createWriter({ closeMaxAttempts: 3 })
     const firstAttempt = once(faults.events, 'attempt')
-    const accepted = writer.accept(readings(7))
-    const acceptRejected = expect(accepted).rejects.toMatchObject({ code: ERROR_CODES.store })
+    const durable = accepted(writer, readings(7))
+    const acceptRejected = expect(durable).rejects.toMatchObject({ code: ERROR_CODES.store })
     await firstAttempt
 
     const attemptsBeforeClose = faults.attempts
@@ -447,9 +466,9 @@ describe('store writer with the on-disk spool', () => {
     const input = readings(35)
     // Every accept resolves although the store has not taken one reading: they are spooled.
     await Promise.all([
-      writer.accept(input.slice(0, 10)),
-      writer.accept(input.slice(10, 20)),
-      writer.accept(input.slice(20)),
+      accepted(writer, input.slice(0, 10)),
+      accepted(writer, input.slice(10, 20)),
+      accepted(writer, input.slice(20)),
     ])
     expect(faults.committed).toEqual([])
     expect(writer.stats()).toMatchObject({ spooling: true, pendingReadings: 0, spooledItems: 35 })
@@ -463,7 +482,7 @@ describe('store writer with the on-disk spool', () => {
     expect(writer.stats()).toMatchObject({ replayedItems: 35, readingsWritten: 35 })
 
     // Then it writes directly again.
-    await writer.accept(readings(1, 35))
+    await accepted(writer, readings(1, 35))
     expect(writer.stats().replayedItems).toBe(35)
     expect(await stored()).toHaveLength(36)
 
@@ -480,11 +499,11 @@ describe('store writer with the on-disk spool', () => {
   it('spools the write in flight, then what follows, when the store is slow', async () => {
     const release = faults.hold()
     const writer = createWriter({ spoolAfterMs: 20 })
-    const first = writer.accept(readings(5))
+    const first = accepted(writer, readings(5))
     await once(faults.events, 'attempt')
     // The first write hangs at the gate; after spoolAfterMs it and everything after it are durable.
     await first
-    await writer.accept(readings(5, 5))
+    await accepted(writer, readings(5, 5))
     expect(writer.stats()).toMatchObject({ spooling: true, spooledItems: 10 })
     expect(faults.committed).toEqual([])
     release()
@@ -501,9 +520,9 @@ describe('store writer with the on-disk spool', () => {
     spool = openSpool({ file: spoolFile(), maxBytes: 1_000 })
     faults.failures = 1_000_000
     const writer = createWriter({}, log)
-    await writer.accept(readings(10))
+    await accepted(writer, readings(10))
     let secondDone = false
-    const second = writer.accept(readings(10, 10)).then(() => {
+    const second = accepted(writer, readings(10, 10)).then(() => {
       secondDone = true
     })
     await vi.waitFor(() => expect(writer.stats().spoolFull).toBe(true))
@@ -522,7 +541,7 @@ describe('store writer with the on-disk spool', () => {
   it('keeps the spool at close and replays it at the next start, without duplicates', async () => {
     faults.failures = 1_000_000
     const writer = createWriter()
-    await writer.accept(readings(25))
+    await accepted(writer, readings(25))
     await writer.close()
     expect(spool.stats().items).toBe(25)
     expect(await stored()).toEqual([])
@@ -545,7 +564,7 @@ describe('store writer with the on-disk spool', () => {
     const letters: ReadingRejected[] = []
     bus.on('test', 'reading.rejected', (event) => letters.push(event))
     const writer = createWriter()
-    await writer.accept(readings(10))
+    await accepted(writer, readings(10))
     faults.refuse = (r) => r.value === 3
     faults.failures = 0
     await vi.waitFor(() => expect(writer.stats().spooling).toBe(false), { timeout: 5_000 })
@@ -557,10 +576,10 @@ describe('store writer with the on-disk spool', () => {
   it('drops QoS 0 readings over queueLimit, counted, while QoS 1 readings still wait', async () => {
     const release = faults.hold()
     const writer = createWriter({ queueLimit: 15, spoolAfterMs: 60_000 })
-    const first = writer.accept(readings(10))
+    const first = accepted(writer, readings(10))
     await once(faults.events, 'attempt')
-    expect(writer.offer(readings(5, 10))).toBeDefined()
-    expect(writer.offer(readings(1, 15))).toBeUndefined()
+    expect(offered(writer, readings(5, 10))).toBeDefined()
+    expect(offered(writer, readings(1, 15))).toBeUndefined()
     expect(writer.stats()).toMatchObject({ droppedQos0: 1, pendingReadings: 15 })
     release()
     await first

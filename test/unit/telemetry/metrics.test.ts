@@ -12,6 +12,7 @@ import { createMetrics, type GatewayMetrics } from '../../../src/telemetry/metri
 import { createStoreMonitor, type StoreMonitor } from '../../../src/telemetry/store-monitor.ts'
 import { connectClient, endAll, recordMessages } from '../../helpers/mqtt.ts'
 import { parsePrometheusText, type Scrape } from '../../helpers/prometheus.ts'
+import { accepted } from '../../helpers/store.ts'
 import { createTempDir, type TempDir } from '../../helpers/temp-dir.ts'
 import { rulesFrom } from '../rules/harness.ts'
 
@@ -93,7 +94,7 @@ describe('gateway metrics', () => {
     parsePrometheusText(await metrics.render())
   /** What ingest does with a stored reading: commit it, then put it on the bus. */
   const ingest = async ({ writer, bus }: Parts, readings: Reading[]) => {
-    await writer.accept(readings)
+    await accepted(writer, readings)
     for (const r of readings) bus.emit('reading', r)
   }
   const reject = ({ bus }: Parts, reason: RejectReason) =>
@@ -175,7 +176,7 @@ describe('gateway metrics', () => {
   it('shows a failing store: write errors, the queue waiting, store down', async () => {
     const parts = await build()
     // A real failure of the real store: SQLite refuses the NULL a NaN binds as. The writer retries.
-    const pending = parts.writer.accept([
+    const pending = accepted(parts.writer, [
       { deviceId: 'dev-1', metric: 'temperature', value: Number.NaN, ts: T0 },
     ])
     pending.catch(() => {})
