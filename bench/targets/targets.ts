@@ -80,9 +80,20 @@ export function killTargets(): void {
   running.clear()
 }
 
-function spawnTarget(command: string, args: string[], env?: NodeJS.ProcessEnv): Spawned {
+/**
+ * Where the gateway target runs from: this checkout, or BENCH_GATEWAY_DIR, another checkout (with
+ * its node_modules) for a before/after comparison of two revisions against the same baselines.
+ */
+const GATEWAY_DIR = process.env.BENCH_GATEWAY_DIR || REPO
+
+function spawnTarget(
+  command: string,
+  args: string[],
+  env?: NodeJS.ProcessEnv,
+  cwd: string = REPO,
+): Spawned {
   const child = spawn(command, args, {
-    cwd: REPO,
+    cwd,
     env: env ?? process.env,
     stdio: ['ignore', 'pipe', 'pipe'],
   })
@@ -201,10 +212,12 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Target
     'tsx',
     'src/main.ts',
   ]
-  const spawned = spawnTarget(process.execPath, args, {
-    ...process.env,
-    ...gatewayEnv(dataDir, options.env),
-  })
+  const spawned = spawnTarget(
+    process.execPath,
+    args,
+    { ...process.env, ...gatewayEnv(dataDir, options.env) },
+    GATEWAY_DIR,
+  )
   const cleanup = () => rm(dataDir, { recursive: true, force: true })
   try {
     const lines = await waitForLines(
