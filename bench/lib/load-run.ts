@@ -73,6 +73,8 @@ export interface LoadOutcome {
   alive: boolean
   /** gateway: readings made durable inside the window, from gateway_readings_accepted_total. */
   storedInWindow?: number
+  /** gateway: store commits (batches of readings or alerts) inside the window. */
+  commitsInWindow?: number
   /** gateway: rows of this run in gateway.db once the store settled (SQLite file count). */
   storedRows?: number
   /** gateway: QoS 0 readings dropped at the writer queue limit during the run. */
@@ -103,6 +105,7 @@ async function gatewayCounters(target: Target) {
   const text = await scrapeMetrics(target)
   return {
     accepted: metricValue(text, 'gateway_readings_accepted_total'),
+    batches: metricValue(text, 'gateway_store_batches_total'),
     pending: metricValue(text, 'gateway_store_pending_readings'),
     dropped: metricValue(text, 'gateway_qos0_dropped_total'),
   }
@@ -319,6 +322,7 @@ export async function runLoad(plan: LoadPlan): Promise<LoadOutcome> {
   if (isGateway && target.dataDir) {
     if (from.counters && to.counters) {
       outcome.storedInWindow = to.counters.accepted - from.counters.accepted
+      outcome.commitsInWindow = to.counters.batches - from.counters.batches
     }
     if (target.alive()) {
       await gatewaySettled(target)

@@ -20,6 +20,7 @@ import {
   num,
   perSec,
   pushTo,
+  readingsPerCommit,
   rotate,
   roundsLatency,
   runOn,
@@ -98,6 +99,7 @@ export async function alertLatency(ctx: BenchContext): Promise<void> {
         ? {
             ...alert,
             alertTimeouts: probesOf('alert').reduce((n, p) => n + p.timeouts, 0),
+            readingsPerCommit: readingsPerCommit(r),
           }
         : {}),
       ...echo,

@@ -194,3 +194,10 @@ export function roundsLatency(
 export const int = (n: number) => (Number.isFinite(n) ? Math.round(n) : null)
 export const num = (n: number, digits = 3) => (Number.isFinite(n) ? round(n, digits) : null)
 export const mib = (kib: number) => (Number.isFinite(kib) ? round(kib / 1024, 1) : null)
+
+/** The gateway's group commits: readings per store commit in the window (median of rounds). */
+export const readingsPerCommit = (runs: LoadOutcome[]) =>
+  num(
+    medianOf(runs, (o) => (o.storedInWindow ?? Number.NaN) / (o.commitsInWindow ?? Number.NaN)),
+    1,
+  )

@@ -21,6 +21,7 @@ import {
   num,
   perSec,
   pushTo,
+  readingsPerCommit,
   rotate,
   roundsLatency,
   runOn,
@@ -158,6 +159,7 @@ function gatewayIngestLine(ctx: BenchContext, qos: 0 | 1, runs: LoadOutcome[]) {
         )
       : {}),
     peakRssMiB: num(medianOf(runs, (o) => o.peakRssKiB) / 1024, 1),
+    readingsPerCommit: readingsPerCommit(runs),
     ...common(ctx, runs),
     perRound: runs.map((o) => int(stored(o))),
   }
@@ -238,6 +240,7 @@ export async function passthrough(ctx: BenchContext): Promise<void> {
         ? {
             measure: 'delivered to 1 subscriber on sensors/# (QoS 1), full pipeline on',
             storedPerSec: int(medianOf(r, stored)),
+            readingsPerCommit: readingsPerCommit(r),
           }
         : {}),
     }
