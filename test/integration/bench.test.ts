@@ -95,6 +95,11 @@ describe('npm run bench', () => {
       expect(gatewayQos1?.stored).toBe(gatewayQos1?.acked)
       expect(gatewayQos1?.storedEqualsAcked).toBe(true)
       expect(gatewayQos1?.unacked).toBe(0)
+      // Group commits are reported: at least one reading per commit.
+      for (const bench of ['ingest', 'passthrough']) {
+        const line = parsed.find((l) => l.bench === bench && l.target === 'gateway')
+        expect(line?.readingsPerCommit, JSON.stringify(line)).toBeGreaterThanOrEqual(1)
+      }
       const ingestSummary = parsed.find((l) => l.bench === 'ingest' && l.summary === true)
       expect(ingestSummary?.storedEqualsAcked).toBe(true)
 

@@ -131,15 +131,22 @@ export function openConnection(file: string): Database.Database {
   return db
 }
 
+/**
+ * Per-connection pragmas of every connection to the file. With WAL, synchronous NORMAL syncs the
+ * WAL at checkpoints rather than at every commit. The file can never be corrupted, and a commit
+ * survives a crash of this process (it is in the OS page cache); only an OS crash or power loss can
+ * roll back the last transactions. That is the trade-off SQLite recommends for WAL, and it keeps
+ * group commits cheap: FULL would fsync every batch. Checkpoints truncate the WAL back to
+ * journal_size_limit so a write burst does not leave it huge.
+ */
+export const JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+export const CONNECTION_PRAGMAS: readonly string[] = [
+  'synchronous = NORMAL',
+  `journal_size_limit = ${JOURNAL_SIZE_LIMIT_BYTES}`,
+]
+
 function configureConnection(db: Database.Database): void {
-  // With WAL, NORMAL syncs the WAL at checkpoints rather than at every commit. The file can
-  // never be corrupted, and a commit survives a crash of this process (it is in the OS page
-  // cache); only an OS crash or power loss can roll back the last transactions. That is the
-  // trade-off SQLite recommends for WAL, and it keeps group commits cheap: FULL would fsync
-  // every batch.
-  db.pragma('synchronous = NORMAL')
-  // Checkpoints truncate the WAL back to this size so a write burst does not leave it huge.
-  db.pragma('journal_size_limit = 67108864')
+  for (const pragma of CONNECTION_PRAGMAS) db.pragma(pragma)
 }
 
 /** Runs the migrations a file at `version` lacks, one transaction per version step. */

@@ -5,6 +5,7 @@ import { Worker } from 'node:worker_threads'
 import type { Alert, Reading } from '../../contract/types.ts'
 import { ERROR_CODES, GatewayError } from '../../errors.ts'
 import type { Logger } from '../../telemetry/logger.ts'
+import { checkpointerSource } from './checkpointer.ts'
 import type { WriteRequest, WriteResponse, WriteThreadData } from './write-thread.ts'
 import { columnBuffers, toColumns } from './writes.ts'
 
@@ -18,18 +19,18 @@ export interface SqliteWriteWorker {
   close(): Promise<void>
 }
 
-type Role = WriteThreadData['role']
+type Role = 'writer' | 'checkpointer'
 type Request = WriteRequest extends infer R ? (R extends unknown ? Omit<R, 'id'> : never) : never
 
 const THREAD_URL = new URL('./write-thread.ts', import.meta.url).href
 
 /**
- * The thread's entry is TypeScript, like the rest of the gateway. Node 20 does not apply the
+ * The writer's entry is TypeScript, like the rest of the gateway. Node 20 does not apply the
  * `--import tsx` hooks to a worker's entry, so a small bootstrap loads it through tsx's API,
  * found through tsx's own exports map from here (neither the working directory nor the parent's
  * flags matter: a test runner's worker has no tsx in its execArgv).
  */
-function bootstrapCode(): string {
+function writerBootstrap(): string {
   const require = createRequire(import.meta.url)
   const manifest = require('tsx/package.json') as {
     exports: Record<string, { import: { default: string } }>
@@ -46,15 +47,17 @@ function bootstrapCode(): string {
  * at the next request.
  */
 export function startWriteWorker(file: string, log?: Logger): SqliteWriteWorker {
-  const walState = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT)
-  const bootstrap = bootstrapCode()
+  const source: Record<Role, string> = {
+    writer: writerBootstrap(),
+    checkpointer: checkpointerSource(),
+  }
   let nextId = 1
   let closing: Promise<void> | undefined
 
   const spawn = (role: Role) => {
-    const worker = new Worker(bootstrap, {
+    const worker = new Worker(source[role], {
       eval: true,
-      workerData: { file, role, walState } satisfies WriteThreadData,
+      workerData: { file } satisfies WriteThreadData,
     })
     const pending = new Map<number, { resolve: (v?: number) => void; reject: (e: Error) => void }>()
     let lastError: Error | undefined

@@ -91,6 +91,26 @@ describe('SQLite write threads', () => {
     })
   })
 
+  it('keeps the WAL file near 64 MiB under writes that never pause', async () => {
+    openDatabase(file).close()
+    const worker = start()
+    // Readings of 5,000 series per batch: every commit adds thousands of WAL frames.
+    const wide = (n: number): Reading[] =>
+      Array.from({ length: 5_000 }, (_, i) => ({
+        deviceId: `dev-${i}`,
+        metric: 'temperature',
+        ts: T0 + n,
+        value: i,
+      }))
+    let peakWalBytes = 0
+    for (let n = 0; n < 60; n++) {
+      await worker.readings(wide(n))
+      peakWalBytes = Math.max(peakWalBytes, statSync(`${file}-wal`).size)
+    }
+    expect(peakWalBytes).toBeGreaterThan(32 * 1024 * 1024)
+    expect(peakWalBytes).toBeLessThan(96 * 1024 * 1024)
+  })
+
   it('refuses requests after close', async () => {
     openDatabase(file).close()
     const worker = start()
