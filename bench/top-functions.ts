@@ -60,7 +60,9 @@ const REPO = fileURLToPath(new URL('..', import.meta.url))
 
 function cleanUrl(url: string): string {
   if (!url) return ''
-  const path = url.startsWith('file://') ? fileURLToPath(url) : url
+  // tsx's tsImport (the SQLite writer thread's loader) tags its modules' URLs with a query.
+  const bare = url.replace(/\?tsx-namespace=[^#]*$/, '')
+  const path = bare.startsWith('file://') ? fileURLToPath(bare) : bare
   if (!path.startsWith('/')) return path
   const rel = relative(REPO, path)
   return rel.startsWith('..') ? path : rel

@@ -2,6 +2,8 @@
  * `--profile`: the gateway under the ingest QoS 1 load once more, this time started with
  * `node --cpu-prof --cpu-prof-dir=DIR`, outside the measured rounds (profiling slows it down).
  * The profile is written when the gateway exits (SIGTERM); bench/top-functions.ts summarises it.
+ * Worker threads inherit --cpu-prof: the SQLite writer thread's profile (the one that ran
+ * src/store/sqlite/writes.ts) is summarised beside the main thread's.
  */
 import { mkdir, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -53,6 +55,17 @@ export async function profile(ctx: BenchContext, dir: string): Promise<void> {
   const inProfile = window.fromUs >= profileData.startTime && window.toUs <= profileData.endTime
   const summary = await summarise(profileData, 20, inProfile ? window : undefined)
   ctx.progress(`profile summary (${file}):\n${formatSummary(summary)}`)
+  const writerFile = (await readdir(dir))
+    .filter((f) => f.endsWith('.cpuprofile') && !before.has(f) && f.includes(`.${gateway.pid}.`))
+    .map((f) => join(dir, f))
+    .filter((f) => f !== file)
+    .find((f) =>
+      readProfile(f).nodes.some((n) => n.callFrame.url.includes('src/store/sqlite/writes.ts')),
+    )
+  const writer = writerFile
+    ? await summarise(readProfile(writerFile), 10, inProfile ? window : undefined)
+    : undefined
+  if (writer) ctx.progress(`writer thread (${writerFile}):\n${formatSummary(writer)}`)
   ctx.emit({
     bench: 'profile',
     scenario: 'ingest',
@@ -65,5 +78,15 @@ export async function profile(ctx: BenchContext, dir: string): Promise<void> {
     idleMs: summary.idleMs,
     top: summary.top,
     areas: summary.areas,
+    ...(writer
+      ? {
+          writerThread: {
+            file: writerFile,
+            busyMs: writer.busyMs,
+            idleMs: writer.idleMs,
+            top: writer.top,
+          },
+        }
+      : {}),
   })
 }
