@@ -150,6 +150,15 @@ export function report(lines: Line[]): string {
       table(profile.areas as Line[], ['area', 'selfMs', 'selfPct']),
       '',
     )
+    const writer = profile.writerThread as Line | undefined
+    if (writer && Array.isArray(writer.top)) {
+      out.push(
+        `The SQLite writer thread over the same window: busy ${cell(writer.busyMs)} ms, idle ${cell(writer.idleMs)} ms.`,
+        '',
+        table(writer.top as Line[], ['selfMs', 'selfPct', 'function', 'location', 'area']),
+        '',
+      )
+    }
   }
   return out.join('\n')
 }
