@@ -125,10 +125,17 @@ export interface SampleWindow {
   toUs: number
 }
 
+/**
+ * How tsx loaded the repository's modules in the profiled thread: 'esm' (`--import tsx`, the main
+ * thread) or 'cjs' (its CommonJS hooks: the SQLite writer thread); the generated code differs.
+ */
+export type ModuleFormat = 'esm' | 'cjs'
+
 export async function summarise(
   profile: CpuProfile,
   top = 25,
   window?: SampleWindow,
+  format: ModuleFormat = 'esm',
 ): Promise<ProfileSummary> {
   const byId = new Map<number, ProfileNode>()
   for (const node of profile.nodes) byId.set(node.id, node)
@@ -156,7 +163,7 @@ export async function summarise(
     totalUs += us
     if (area === 'idle') idleUs += us
     const file = cleanUrl(url)
-    const location = file ? locate(file, functionName, lineNumber, columnNumber) : ''
+    const location = file ? locate(file, functionName, lineNumber, columnNumber, format) : ''
     const key = `${fn}\u0000${location}`
     const entry = functions.get(key)
     if (entry) entry.us += us
@@ -222,7 +229,13 @@ function decodeMappings(mappings: string): Array<Array<[number, number]>> {
   return lines
 }
 
-type Locate = (file: string, functionName: string, line: number, column: number) => string
+type Locate = (
+  file: string,
+  functionName: string,
+  line: number,
+  column: number,
+  format: ModuleFormat,
+) => string
 
 /**
  * file:line for a profile frame. Repository .ts files run through tsx: transformed again with
@@ -231,7 +244,9 @@ type Locate = (file: string, functionName: string, line: number, column: number)
  * is looked up by name in the source; otherwise the generated position is shown as is.
  */
 async function sourceLocator(): Promise<Locate> {
-  let transform: ((code: string, file: string) => { code: string; map: string }) | null = null
+  let transform:
+    | ((code: string, file: string, format: ModuleFormat) => { code: string; map: string })
+    | null = null
   try {
     const esbuild = await import('esbuild')
     let tsconfigRaw = '{}'
@@ -240,10 +255,10 @@ async function sourceLocator(): Promise<Locate> {
     } catch {
       // No tsconfig: esbuild's defaults.
     }
-    transform = (code, file) =>
+    transform = (code, file, format) =>
       esbuild.transformSync(code, {
         loader: 'ts',
-        format: 'esm',
+        format,
         target: `node${process.versions.node}`,
         sourcemap: 'external',
         sourcefile: file,
@@ -258,8 +273,9 @@ async function sourceLocator(): Promise<Locate> {
     string,
     { source: string[]; code?: string[]; map?: Array<Array<[number, number]>> }
   >()
-  const load = (file: string) => {
-    let entry = cache.get(file)
+  const load = (file: string, format: ModuleFormat) => {
+    const key = `${format} ${file}`
+    let entry = cache.get(key)
     if (entry) return entry
     let text = ''
     try {
@@ -270,14 +286,14 @@ async function sourceLocator(): Promise<Locate> {
     entry = { source: text.split('\n') }
     if (transform && text) {
       try {
-        const out = transform(text, join(REPO, file))
+        const out = transform(text, join(REPO, file), format)
         entry.code = out.code.split('\n')
         entry.map = decodeMappings((JSON.parse(out.map) as { mappings: string }).mappings)
       } catch {
         // Not TypeScript esbuild understands: name lookup only.
       }
     }
-    cache.set(file, entry)
+    cache.set(key, entry)
     return entry
   }
   const byName = (source: string[], name: string): number => {
@@ -293,20 +309,22 @@ async function sourceLocator(): Promise<Locate> {
     }
     return 0
   }
-  return (file, functionName, line, column) => {
+  return (file, functionName, line, column, format) => {
     const generated = `${file}:${line + 1}`
     if (!/\.(ts|mts|cts)$/.test(file) || file.startsWith('/') || file.startsWith('node_modules')) {
       return generated
     }
-    const entry = load(file)
+    const entry = load(file, format)
     const simpleName = /^[A-Za-z_$][\w$]*$/.test(functionName) ? functionName : ''
-    if (entry.code && entry.map) {
-      const text = entry.code[line] ?? ''
+    // tsx's CommonJS hooks put one line (`__filename=...;(()=>{`) before esbuild's output.
+    const at = format === 'cjs' ? line - 1 : line
+    if (entry.code && entry.map && at >= 0) {
+      const text = entry.code[at] ?? ''
       // V8 puts a function at its parameter list: a named one is right after its name.
       const ownCode =
         !simpleName ||
         text.slice(Math.max(0, column - simpleName.length - 12), column + 1).includes(simpleName)
-      const segments = entry.map[line] ?? []
+      const segments = entry.map[at] ?? []
       let original = -1
       for (const [col, srcLine] of segments) {
         if (col > column) break
@@ -345,16 +363,22 @@ export function formatSummary(summary: ProfileSummary): string {
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { top: { type: 'string', default: '25' }, json: { type: 'boolean', default: false } },
+    options: {
+      top: { type: 'string', default: '25' },
+      json: { type: 'boolean', default: false },
+      // The SQLite writer thread's profile: its modules were loaded through tsx's CommonJS hooks.
+      cjs: { type: 'boolean', default: false },
+    },
   })
   const file = positionals[0]
   if (!file) {
     process.stderr.write(
-      'usage: node --import tsx bench/top-functions.ts FILE.cpuprofile [--top N] [--json]\n',
+      'usage: node --import tsx bench/top-functions.ts FILE.cpuprofile [--top N] [--json] [--cjs]\n',
     )
     process.exit(2)
   }
-  const summary = await summarise(readProfile(file), Number(values.top))
+  const format = values.cjs ? 'cjs' : 'esm'
+  const summary = await summarise(readProfile(file), Number(values.top), undefined, format)
   process.stdout.write(values.json ? `${JSON.stringify(summary)}\n` : `${formatSummary(summary)}\n`)
 }
 

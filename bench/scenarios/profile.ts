@@ -63,7 +63,7 @@ export async function profile(ctx: BenchContext, dir: string): Promise<void> {
       readProfile(f).nodes.some((n) => n.callFrame.url.includes('src/store/sqlite/writes.ts')),
     )
   const writer = writerFile
-    ? await summarise(readProfile(writerFile), 10, inProfile ? window : undefined)
+    ? await summarise(readProfile(writerFile), 10, inProfile ? window : undefined, 'cjs')
     : undefined
   if (writer) ctx.progress(`writer thread (${writerFile}):\n${formatSummary(writer)}`)
   ctx.emit({
