@@ -26,7 +26,7 @@ export interface StoreWriter {
   offer(readings: readonly Reading[], done: DurableCallback): boolean
   /** Resolves when everything accepted so far is durable (stored or spooled). */
   flush(): Promise<void>
-  /** Flushes, then stops; accept() after close rejects. What is spooled stays for the next start. */
+  /** Flushes, then stops; accept() after close calls back with an error. What is spooled stays. */
   close(): Promise<void>
   /** Alert transitions in the spool, not yet in the store, oldest first (start-up restore). */
   spooledAlerts(): Alert[]
