@@ -71,10 +71,13 @@ export function startWriteWorker(file: string, log?: Logger): SqliteWriteWorker 
       // Idle, the thread must not keep the process alive; busy, it must (a write at shutdown).
       if (pending.size === 0) worker.unref()
       if (response.ok) waiter.resolve(response.value)
-      else
+      else {
+        // SQLite's result code (SQLITE_FULL, SQLITE_BUSY, ...) says more than its message alone.
+        const code = response.code ? ` (${response.code})` : ''
         waiter.reject(
-          new GatewayError(ERROR_CODES.store, `SQLite write failed: ${response.message}`),
+          new GatewayError(ERROR_CODES.store, `SQLite write failed${code}: ${response.message}`),
         )
+      }
     })
     worker.on('error', (err) => {
       lastError = err

@@ -111,6 +111,28 @@ describe('SQLite write threads', () => {
     expect(peakWalBytes).toBeLessThan(96 * 1024 * 1024)
   })
 
+  it("fails a write the file cannot take with SQLite's code and message, and takes the next one", async () => {
+    openDatabase(file).close()
+    const worker = start()
+    await worker.readings(batch(0, 1))
+    const other = new Database(file)
+    other.exec('ALTER TABLE latest RENAME TO latest_moved')
+    await expect(worker.readings(batch(1, 1))).rejects.toMatchObject({
+      code: ERROR_CODES.store,
+      message: 'SQLite write failed (SQLITE_ERROR): no such table: latest',
+    })
+    other.exec('ALTER TABLE latest_moved RENAME TO latest')
+    other.close()
+    await worker.readings(batch(1, 1))
+    const reader = new Database(file, { readonly: true })
+    try {
+      // The batch that failed is stored by the next request: two readings in all.
+      expect(reader.prepare('SELECT count(*) AS n FROM readings').get()).toEqual({ n: 2 })
+    } finally {
+      reader.close()
+    }
+  })
+
   it('refuses requests after close', async () => {
     openDatabase(file).close()
     const worker = start()
