@@ -2,7 +2,7 @@ import { createRequire } from 'node:module'
 import { CONNECTION_PRAGMAS } from './schema.ts'
 
 /** How often the checkpointer copies the WAL into the database file. */
-export const CHECKPOINT_INTERVAL_MS = 200
+const CHECKPOINT_INTERVAL_MS = 200
 
 export interface CheckpointerData {
   file: string
@@ -10,9 +10,10 @@ export interface CheckpointerData {
 
 /**
  * The checkpointer thread's code, plain JavaScript run with `eval`: it needs nothing but
- * better-sqlite3, and loading TypeScript into a worker costs a tsx loader of its own (about
- * 22 MiB of RSS per thread, measured). PASSIVE never waits for the writer nor blocks it; the copy
- * and its fsyncs happen here, beside the commits instead of inside one.
+ * better-sqlite3, and TypeScript in a worker costs tsx and esbuild in that thread too (18 MiB of
+ * RSS more, measured with tsx's ESM API). PASSIVE never waits for the writer nor blocks it; the
+ * copy and its fsyncs happen here, beside the commits instead of inside one. A checkpoint that
+ * throws ends the thread: write-worker.ts logs that and starts it again with the next write.
  */
 export function checkpointerSource(): string {
   const betterSqlite3 = createRequire(import.meta.url).resolve('better-sqlite3')

@@ -68,6 +68,8 @@ function main(): void {
       port.close()
       return
     }
+    // A throw here ends the thread: its waiting requests fail (the store writer retries them)
+    // and write-worker.ts starts it again.
     const walBytes = statSync(walFile, { throwIfNoEntry: false })?.size ?? 0
     if (walBytes > WAL_RESTART_BYTES) db.pragma('wal_checkpoint(PASSIVE)')
   })
