@@ -37,6 +37,7 @@ import {
   type GatewayChild,
   readFlags,
   reportRun,
+  round1,
   startGatewayChild,
   sumOf,
 } from '../test/helpers/gateway-child.ts'
@@ -274,7 +275,7 @@ async function main(): Promise<number> {
           t: Math.round((performance.now() - t0) / 1000),
           sent: tally.messages,
           acked: tally.acked,
-          rssMiB: round(gw.rssMiB() ?? Number.NaN),
+          rssMiB: round1(gw.rssMiB() ?? Number.NaN),
           perSec: Math.round(tally.acked / ((performance.now() - t0) / 1000)),
         })}\n`,
       )
@@ -371,9 +372,7 @@ async function main(): Promise<number> {
     }
   }
 
-  const ok = problems.length === 0
-  const logs = gateway?.logStats()
-  const result = {
+  const fields = {
     scenario: 'fuzz',
     seed,
     messages: tally.messages,
@@ -389,20 +388,14 @@ async function main(): Promise<number> {
     freshIdsPerMille: freshIds,
     skippedUnpublishable: tally.unpublishable,
     skippedTimeSensitive: tally.timeSensitive,
-    peakRssMiB: round(gateway?.peakRssMiB() ?? Number.NaN),
+    seconds: round1((performance.now() - started) / 1000),
+  }
+  return reportRun(fields, {
+    gateway,
+    problems,
     maxOldSpaceMiB: maxOldSpace,
     gatewayExit: exitCode,
-    gatewayWarnLines: logs?.warn,
-    gatewayErrorLines: logs?.error,
-    seconds: round((performance.now() - started) / 1000),
-    ok,
-    ...(ok ? {} : { problems }),
-  }
-  return reportRun(result, gateway)
-}
-
-function round(n: number): number {
-  return Math.round(n * 10) / 10
+  })
 }
 
 process.exitCode = await main()

@@ -52,6 +52,7 @@ import {
   parseDurationFlag,
   readFlags,
   reportRun,
+  round1,
   startGatewayChild,
   sumOf,
 } from '../test/helpers/gateway-child.ts'
@@ -283,7 +284,7 @@ async function main(): Promise<number> {
           readingsAcked,
           stored: countStored() ?? null,
           deadLettered: dead ?? null,
-          rssMiB: round(gw.rssMiB() ?? Number.NaN),
+          rssMiB: round1(gw.rssMiB() ?? Number.NaN),
           // The line taken after the drain: acks and the writer are done.
           ...(final ? { final: true } : {}),
         })}\n`,
@@ -428,11 +429,9 @@ async function main(): Promise<number> {
     }
   }
 
-  const ok = problems.length === 0
-  const logs = gateway?.logStats()
-  const result = {
+  const fields = {
     scenario: 'soak',
-    durationS: round(publishSeconds),
+    durationS: round1(publishSeconds),
     rate,
     devices: deviceCount,
     published,
@@ -445,19 +444,13 @@ async function main(): Promise<number> {
     malformedSent,
     readingsAccepted,
     skipped,
-    peakRssMiB: round(gateway?.peakRssMiB() ?? Number.NaN),
+  }
+  return reportRun(fields, {
+    gateway,
+    problems,
     maxOldSpaceMiB: maxOldSpace,
     gatewayExit: exitCode,
-    gatewayWarnLines: logs?.warn,
-    gatewayErrorLines: logs?.error,
-    ok,
-    ...(ok ? {} : { problems }),
-  }
-  return reportRun(result, gateway)
-}
-
-function round(n: number): number {
-  return Math.round(n * 10) / 10
+  })
 }
 
 process.exitCode = await main()

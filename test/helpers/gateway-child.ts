@@ -250,24 +250,49 @@ export function byLabel(scrape: Scrape, name: string, label: string): Record<str
   return out
 }
 
+/** What every fuzz or soak run reports about its gateway, beside its own figures. */
+export interface RunOutcome {
+  gateway: GatewayChild | undefined
+  /** What went wrong; the run is ok when this is empty. */
+  problems: readonly string[]
+  maxOldSpaceMiB: number
+  /** The gateway's exit status on SIGTERM, or why it was not stopped. */
+  gatewayExit: number | string
+}
+
 /**
- * The end of a fuzz or soak run: on failure the gateway's first errors, log tail and stderr go to
- * stderr; the data folder is removed; the result is the one JSON line on stdout. Returns the
- * exit code (0 when `result.ok`).
+ * The end of a fuzz or soak run: the run's own figures, then the gateway's peak RSS, heap limit,
+ * exit status and warn/error line counts, `ok` and the problems. On failure the gateway's first
+ * errors, log tail and stderr go to stderr; the data folder is removed; the result is the one
+ * JSON line on stdout. Returns the exit code (0 when ok).
  */
-export async function reportRun(
-  result: { ok: boolean },
-  gateway: GatewayChild | undefined,
-): Promise<number> {
+export async function reportRun(fields: Record<string, unknown>, run: RunOutcome): Promise<number> {
+  const { gateway, problems } = run
+  const ok = problems.length === 0
   const logs = gateway?.logStats()
-  if (!result.ok && logs) {
+  const result = {
+    ...fields,
+    peakRssMiB: round1(gateway?.peakRssMiB() ?? Number.NaN),
+    maxOldSpaceMiB: run.maxOldSpaceMiB,
+    gatewayExit: run.gatewayExit,
+    gatewayWarnLines: logs?.warn,
+    gatewayErrorLines: logs?.error,
+    ok,
+    ...(ok ? {} : { problems }),
+  }
+  if (!ok && logs) {
     process.stderr.write(
       `gateway errors:\n${logs.firstErrors.join('\n')}\ngateway log tail:\n${logs.tail.join('\n')}\n${gateway?.stderr() ?? ''}\n`,
     )
   }
   await gateway?.removeDataDir()
   process.stdout.write(`${JSON.stringify(result)}\n`)
-  return result.ok ? 0 : 1
+  return ok ? 0 : 1
+}
+
+/** One decimal, as the runs report MiB and seconds. */
+export function round1(n: number): number {
+  return Math.round(n * 10) / 10
 }
 
 /** A duration flag: `15s`, `10m`, `1h`, `500ms` or plain milliseconds (the gateway's syntax). */
