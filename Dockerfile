@@ -5,7 +5,9 @@
 # (config/handlers/*.ts, named in the rules file) are imported as TypeScript while it runs, so
 # even a compiled build would still need a TypeScript loader.
 
-FROM node:20-bookworm-slim AS deps
+# Node 24: the active LTS (Node 20 reached end of life in April 2026; fastify and
+# @fastify/swagger-ui now depend on packages that need Node 22 or newer). README, Quick start.
+FROM node:24-bookworm-slim AS deps
 WORKDIR /app
 # better-sqlite3 builds from source when no prebuilt binary matches.
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ \
@@ -24,7 +26,7 @@ RUN node -e ' \
   ' \
   && npm ci --omit=dev --no-audit --no-fund
 
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production
 COPY --from=deps /app/node_modules ./node_modules
@@ -38,7 +40,7 @@ COPY config ./config
 RUN mkdir -p /app/data && chown node:node /app/data
 USER node
 EXPOSE 1883 8080
-# Node 20's built-in fetch: no curl in the image.
+# Node's built-in fetch: no curl in the image.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD node -e "fetch('http://127.0.0.1:'+(process.env.HTTP_PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
 CMD ["node", "--import", "tsx", "src/main.ts"]
