@@ -69,7 +69,13 @@ const REFUSAL_LOG_INTERVAL_MS = 10_000
  * reconnect back-off.
  */
 export function createMqttListeners(
-  deps: { aedes: Aedes; log: Logger; now?: () => number },
+  deps: {
+    aedes: Aedes
+    log: Logger
+    now?: () => number
+    /** Runs for each connection right after Aedes takes it (socket options, protocol checks). */
+    onConnection?: (stream: Duplex, req?: IncomingMessage) => void
+  },
   limits: ConnectionLimits,
 ): MqttListeners {
   const { aedes } = deps
@@ -163,6 +169,7 @@ export function createMqttListeners(
         stats.open--
       })
       aedes.handle(stream, req)
+      deps.onConnection?.(stream, req)
       // After aedes.handle: its 'readable' listener must be in place before ours (packet-guard.ts).
       guardPacketSize(stream, limits.maxPacketBytes, (refusal) =>
         onPacketRefused(stream, transport, remoteAddress, refusal),
@@ -266,7 +273,7 @@ async function listen(
 }
 
 /** warn(kind, fields, msg) logs the first of a kind, then at most one line per interval. */
-function limitedWarn(log: Logger, now: () => number) {
+export function limitedWarn(log: Logger, now: () => number) {
   const last = new Map<string, { at: number; suppressed: number }>()
   return (kind: string, fields: Record<string, unknown>, msg: string) => {
     const at = now()
