@@ -8,6 +8,7 @@ import { createMqttBroker } from './broker/mqtt-broker.ts'
 import { attachMqttWebSocket, MQTT_WEBSOCKET_PATH } from './broker/websocket.ts'
 import { createEventBus, type EventBus } from './bus/event-bus.ts'
 import { startClusterSync } from './cluster/cluster-sync.ts'
+import { createInstanceLease } from './cluster/instance-lease.ts'
 import { openRedisBackends } from './cluster/redis-backends.ts'
 import { holdWhileRedisDown } from './cluster/redis-gate.ts'
 import type { GatewayConfig } from './config/schema.ts'
@@ -153,8 +154,22 @@ export async function createGateway(
   )
   const alertPublisher = createAlertPublisher({ bus, publisher: broker, log })
   const engine = createRuleEngine({ bus, log, registry }, rules)
+  // A crashed instance's devices are reported offline by a survivor (README, Scale-out).
+  const lease = clustered
+    ? createInstanceLease(
+        { redisUrl: config.cluster.redisUrl, bus, publisher: broker, presence, log },
+        { instanceId, ttlMs: config.cluster.leaseTtlMs },
+      )
+    : undefined
   const clusterSync = redis
-    ? startClusterSync({ mq: redis.mq, instanceId, engine, presence, log })
+    ? startClusterSync({
+        mq: redis.mq,
+        instanceId,
+        engine,
+        presence,
+        ...(lease ? { lease } : {}),
+        log,
+      })
     : undefined
   const metrics = createMetrics({
     bus,
@@ -245,6 +260,8 @@ export async function createGateway(
       await broker.stopAccepting()
       await http.close()
       await broker.close()
+      // After the broker's close reported this instance's devices offline itself.
+      await lease?.stop()
       // Readings already accepted are written and evaluated first; the alerts that raises are
       // still queued by the writer, whose close() then writes them too.
       await writer.flush()

@@ -23,6 +23,8 @@ export interface ClusterSyncDeps {
   engine: { adopt(alert: Alert): void; release(deviceId: string, movedAtMs?: number): number }
   /** What it learns of devices other instances speak for. */
   presence: { remoteStatus(deviceId: string, status: DeviceStatus): void }
+  /** This instance's device set in Redis (src/cluster/instance-lease.ts): a device moved away. */
+  lease?: { remoteStatus(deviceId: string, status: DeviceStatus): void }
   log: Logger
 }
 
@@ -66,6 +68,7 @@ export function startClusterSync(deps: ClusterSyncDeps): ClusterSync {
           Number.isFinite(status.ts)
         ) {
           presence.remoteStatus(deviceId, status)
+          deps.lease?.remoteStatus(deviceId, status)
           // A status older than this instance's own latest reading of the device is stale news.
           if (status.state === 'online') engine.release(deviceId, status.ts)
         }

@@ -45,6 +45,8 @@ export interface GatewayConfig {
     redisUrl: string
     /** This instance's name in logs, metrics and $SYS; empty: `{hostname}-{pid}`. */
     instanceId: string
+    /** Lease in Redis: a crashed instance's devices are reported offline within 4/3 of it. */
+    leaseTtlMs: number
   }
   limits: {
     maxPacketBytes: number
@@ -278,6 +280,14 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     default: '',
     description: 'Name of this instance in logs, metrics and $SYS topics; empty: {hostname}-{pid}',
     parse: instanceId,
+  },
+  {
+    path: 'cluster.leaseTtlMs',
+    env: 'CLUSTER_LEASE_TTL',
+    default: 15_000,
+    description:
+      "With REDIS_URL: each instance's lease in Redis, renewed every third of it; a crashed instance's devices are reported offline by a survivor within 4/3 of it",
+    parse: duration(1_000),
   },
   {
     path: 'limits.maxPacketBytes',
