@@ -7,6 +7,8 @@ export interface GatewayConfig {
   dataDir: string
   rulesFile: string
   rulesWatch: boolean
+  /** State of a device not heard from this long is released; 0: never; 'auto': from the rules. */
+  deviceIdleReleaseMs: number | 'auto'
   devicesFile: string
   logLevel: LogLevel
   logPretty: boolean | 'auto'
@@ -163,6 +165,12 @@ function instanceId(raw: unknown) {
   return /^[A-Za-z0-9_.-]{1,64}$/.test(given.value as string)
     ? given
     : fail(`must be 1-64 characters of A-Z a-z 0-9 _ . -, got ${show(raw)}`)
+}
+
+function idleRelease(raw: unknown) {
+  if (raw === '' || raw === 'auto') return ok('auto')
+  const ms = duration(0)(raw)
+  return ms.ok ? ms : fail(`must be auto, 0 (never) or a duration like 36h, got ${show(raw)}`)
 }
 
 function flag(raw: unknown) {
@@ -373,6 +381,14 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     default: true,
     description: 'Apply edits of the rules file without a restart',
     parse: flag,
+  },
+  {
+    path: 'deviceIdleReleaseMs',
+    env: 'DEVICE_IDLE_RELEASE',
+    default: 'auto',
+    description:
+      'Release the in-memory state of a device not heard from this long (firing alerts and armed deadman deadlines keep theirs); auto: 4x the longest rule window, at least 1d, recomputed on rules reload; 0: never',
+    parse: idleRelease,
   },
   {
     path: 'devicesFile',

@@ -24,6 +24,16 @@ export interface Presence {
    * connected here is answered with its status here again.
    */
   remoteStatus(deviceId: string, status: DeviceStatus): void
+  /**
+   * An idle device (DEVICE_IDLE_RELEASE, src/rules/device-idle.ts): forgets it, so it comes back
+   * as a device never seen (online with its first reading). With `clearStatus`, its retained
+   * `offline` status is cleared too (an empty retained publish); with `keepKnown` (a registered
+   * device) it stays known, online as soon as it connects. False, and nothing forgotten, while a
+   * connection here speaks for it.
+   */
+  forget(deviceId: string, options: { clearStatus: boolean; keepKnown: boolean }): boolean
+  /** A connection here speaks for the device. */
+  isConnected(deviceId: string): boolean
   stop(): void
 }
 
@@ -124,6 +134,21 @@ export function createPresence(deps: {
     },
     publishAllOffline() {
       for (const deviceId of known) if (!connected.has(deviceId)) setStatus(deviceId, 'offline')
+    },
+    isConnected: (deviceId) => connected.has(deviceId),
+    forget(deviceId, { clearStatus, keepKnown }) {
+      if (connected.has(deviceId)) return false
+      const last = published.get(deviceId)
+      if (!keepKnown) known.delete(deviceId)
+      published.delete(deviceId)
+      onlineSince.delete(deviceId)
+      // Only an `offline` this instance stands by: `online` or `silent` may be another instance's.
+      if (clearStatus && last === 'offline') {
+        deps.publisher
+          .publish(deviceStatusTopic(deviceId), '', { qos: 1, retain: true })
+          .catch((err: unknown) => log.error({ err, deviceId }, 'device status not cleared'))
+      }
+      return true
     },
     stop: () => deps.bus.removeOwner(OWNER),
   }

@@ -63,6 +63,10 @@ export interface RuleEngineStats {
   deadlinesExpired: number
   /** Deadline nodes the wheel moved to a later slot (lazy re-arms). */
   deadlineRelinks: number
+  /** Devices with cached routes: every device a reading reached since it was last forgotten. */
+  devices: number
+  /** Alert keys dropped by forgetDevice (idle devices). */
+  keysForgotten: number
 }
 
 /** A device+metric known from the store, to watch with deadman rules from start-up. */
@@ -129,6 +133,14 @@ export interface RuleEngine {
    * stays: the news is older than what this instance saw. Returns how many were disarmed.
    */
   release(deviceId: string, movedAtMs?: number): number
+  /**
+   * An idle device (src/rules/device-idle.ts, DEVICE_IDLE_RELEASE): drops its routes and every
+   * alert key of it that needs nothing more, so it comes back as a new device would. Kept (result
+   * `kept`, asked again later): a key whose alert is firing, except a time-driven (deadman) alert
+   * that has been firing for `idleMs` already, which is resolved (emitted) and dropped; and a key
+   * with a deadman deadline still armed, whose silence is yet to be reported.
+   */
+  forgetDevice(deviceId: string, nowMs: number, idleMs: number): 'released' | 'kept'
   /** Processes deadlines up to `nowMs` (same clock as deps.now). The tick calls it with now(). */
   advance(nowMs: number): void
   rules(): readonly RuleHandler[]
@@ -260,6 +272,7 @@ export function createRuleEngine(
   let started = false
   let ticker: NodeJS.Timeout | null = null
   let keyCount = 0
+  let keysForgotten = 0
   const stats = {
     readings: 0,
     evaluations: 0,
@@ -884,6 +897,7 @@ export function createRuleEngine(
       }
       return disarmed
     },
+    forgetDevice,
     advance,
     rules() {
       return entries.map((entry) => entry.handler)
@@ -904,6 +918,8 @@ export function createRuleEngine(
         keys: keyCount,
         deadlines: wheel.size(),
         deadlineRelinks: wheel.relinks(),
+        devices: routes.size,
+        keysForgotten,
       }
     },
   }
@@ -934,6 +950,40 @@ export function createRuleEngine(
       key.activeCount--
     }
     return true
+  }
+
+  /** See RuleEngine.forgetDevice. */
+  function forgetDevice(deviceId: string, nowMs: number, idleMs: number): 'released' | 'kept' {
+    // Routes point at the subs: always dropped, a reading rebuilds them (and finds a kept key).
+    routes.delete(deviceId)
+    let kept = false
+    for (const entry of entries) {
+      const key = entry.keys.get(deviceId)
+      if (key === undefined) continue
+      // A deadline still armed: the silence it watches for is exactly this one, not yet reported.
+      if (key.subs.some((sub) => sub.wheelSlot >= 0)) {
+        kept = true
+        continue
+      }
+      if (key.firing) {
+        const firedMs = key.published?.ts ?? nowMs
+        // Only a silence alert ages out: the device stays silent, and its firing alert has
+        // been out for the release time. Any other firing alert waits for the reading that
+        // resolves it (or for its rule to change or go).
+        if (entry.silenceMs === 0 || nowMs - firedMs < idleMs) {
+          kept = true
+          continue
+        }
+        resolveOrphan(
+          key,
+          `no reading since the alert fired ${Math.round((nowMs - firedMs) / 1000)} s ago; the gateway stopped watching the device (DEVICE_IDLE_RELEASE)`,
+          nowMs,
+        )
+      }
+      dropKey(entry, key)
+      keysForgotten++
+    }
+    return kept ? 'kept' : 'released'
   }
 
   function watchKeys(keys: Iterable<WatchKey>, now: number): number {

@@ -11,6 +11,8 @@ export interface MetricsDeps {
   writer: Pick<StoreWriter, 'stats'>
   broker: Pick<MqttBroker, 'connectedClients' | 'messageCounts'>
   engine: Pick<RuleEngine, 'stats' | 'rules' | 'firingCounts'>
+  /** Idle-device release (src/rules/device-idle.ts); absent: no gateway_devices_tracked. */
+  devices?: { stats(): { tracked: number; released: number } }
   storeMonitor: Pick<StoreMonitor, 'onWrite' | 'check'>
   /** This instance's name (several instances on Redis); default: unset, no info metric. */
   instanceId?: string
@@ -261,6 +263,36 @@ export function createMetrics(deps: MetricsDeps, options: MetricsOptions = {}): 
       this.set(firing)
     },
   })
+
+  new Gauge({
+    name: 'gateway_rule_keys',
+    help: 'Alert keys (rule, device) held in memory by the rule engine.',
+    registers,
+    collect() {
+      this.set(engine.stats().keys)
+    },
+  })
+
+  if (deps.devices !== undefined) {
+    const devices = deps.devices
+    new Gauge({
+      name: 'gateway_devices_tracked',
+      help: 'Devices whose state is held in memory: heard from within DEVICE_IDLE_RELEASE, or kept by a connection, a firing alert or an armed deadman.',
+      registers,
+      collect() {
+        this.set(devices.stats().tracked)
+      },
+    })
+    new Counter({
+      name: 'gateway_devices_released_total',
+      help: 'Idle devices whose state was released (DEVICE_IDLE_RELEASE).',
+      registers,
+      collect() {
+        this.reset()
+        this.inc(devices.stats().released)
+      },
+    })
+  }
 
   new Counter({
     name: 'gateway_rule_evaluations_total',

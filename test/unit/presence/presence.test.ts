@@ -52,3 +52,63 @@ describe('presence with other gateway instances (scale-out)', () => {
     expect(sent.map((s) => s.state)).toEqual(['online', 'offline'])
   })
 })
+
+describe('presence of idle devices (DEVICE_IDLE_RELEASE)', () => {
+  /** Presence whose publisher records raw payloads (a cleared status is an empty one). */
+  function rawSetup() {
+    const log = createSilentLogger()
+    const bus = createEventBus(log)
+    const sent: Array<{ topic: string; payload: string; retain: boolean | undefined }> = []
+    const online: string[] = []
+    bus.on('test', 'device.online', ({ deviceId }) => online.push(deviceId))
+    const presence = createPresence({
+      bus,
+      log,
+      now: () => 1_000,
+      publisher: {
+        async publish(topic: string, payload: string, options: PublishOptions) {
+          sent.push({ topic, payload, retain: options.retain })
+        },
+      },
+    })
+    return { presence, sent, online }
+  }
+
+  it('forgets nothing of a connected device', () => {
+    const { presence, sent } = rawSetup()
+    presence.seen('dev-1', 'dev-1')
+    expect(presence.forget('dev-1', { clearStatus: true, keepKnown: false })).toBe(false)
+    expect(sent.map((s) => s.payload)).toEqual([expect.stringContaining('"online"')])
+  })
+
+  it('forgets a gone device: its retained offline is cleared and it is a new device on connect', () => {
+    const { presence, sent, online } = rawSetup()
+    presence.seen('dev-1', 'dev-1')
+    presence.clientGone('dev-1')
+    expect(presence.forget('dev-1', { clearStatus: true, keepKnown: false })).toBe(true)
+    expect(sent.at(-1)).toEqual({ topic: 'devices/dev-1/status', payload: '', retain: true })
+    // Known no more: connecting alone does not make it online, its first reading does.
+    presence.clientConnected('dev-1')
+    expect(online).toEqual(['dev-1'])
+    presence.seen('dev-1', 'dev-1')
+    expect(online).toEqual(['dev-1', 'dev-1'])
+    expect(sent.at(-1)?.payload).toContain('"online"')
+  })
+
+  it('keeps a registered device known, and its status, with keepKnown', () => {
+    const { presence, sent, online } = rawSetup()
+    presence.addKnown(['dev-1'])
+    presence.publishAllOffline()
+    expect(presence.forget('dev-1', { clearStatus: false, keepKnown: true })).toBe(true)
+    expect(sent.map((s) => s.payload)).toEqual([expect.stringContaining('"offline"')])
+    presence.clientConnected('dev-1')
+    expect(online).toEqual(['dev-1'])
+  })
+
+  it('does not clear a status another instance stands by', () => {
+    const { presence, sent } = rawSetup()
+    presence.remoteStatus('dev-1', { state: 'online', ts: 900 })
+    expect(presence.forget('dev-1', { clearStatus: true, keepKnown: false })).toBe(true)
+    expect(sent).toEqual([])
+  })
+})
