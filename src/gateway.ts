@@ -19,7 +19,6 @@ import { createDeadLetters } from './ingest/dead-letters.ts'
 import { createIngest } from './ingest/ingest.ts'
 import { DEFAULT_PARSE_OPTIONS } from './ingest/parse-publish.ts'
 import { createPresence } from './presence/presence.ts'
-import { createDeviceIdleSweeper, effectiveIdleReleaseMs } from './rules/device-idle.ts'
 import { loadDeviceRegistry } from './rules/device-registry.ts'
 import { loadRulesFile } from './rules/load-rules.ts'
 import { createRuleEngine } from './rules/rule-engine.ts'
@@ -85,7 +84,9 @@ export async function createGateway(
   // refuses to start here (DESIGN §8).
   const security = createGatewaySecurity(config, { registry, bus, log, parseOptions })
   const rules = await loadRulesFile(config.rulesFile)
-  const store = await openStore(config, log)
+  // InfluxDB unreachable at start does not stop the start: the store's part of the restore waits.
+  const opened = await openStore(config, log)
+  const { store } = opened
   // The writer's store is timed (write latency, outcome) for metrics and readiness.
   const storeMonitor = createStoreMonitor(store)
   const spool =
@@ -155,30 +156,6 @@ export async function createGateway(
   )
   const alertPublisher = createAlertPublisher({ bus, publisher: broker, log })
   const engine = createRuleEngine({ bus, log, registry }, rules)
-  // Memory follows the devices around, not every id ever seen (README, Limits: idle devices).
-  const registered = new Set(registry.ids())
-  const deviceIdle = createDeviceIdleSweeper(
-    {
-      bus,
-      log,
-      holders: [
-        { name: 'rule-engine', releaseDevice: engine.forgetDevice },
-        {
-          name: 'presence',
-          isActive: presence.isConnected,
-          releaseDevice: (id) =>
-            presence.forget(id, {
-              // Retained statuses live in this process only without Redis.
-              clearStatus: !clustered && !registered.has(id),
-              keepKnown: registered.has(id),
-            })
-              ? 'released'
-              : 'kept',
-        },
-      ],
-    },
-    { idleMs: effectiveIdleReleaseMs(config.deviceIdleReleaseMs, rules) },
-  )
   // A crashed instance's devices are reported offline by a survivor (README, Scale-out).
   const lease = clustered
     ? createInstanceLease(
@@ -201,7 +178,6 @@ export async function createGateway(
     writer,
     broker,
     engine,
-    devices: deviceIdle,
     storeMonitor,
     instanceId,
     ...(redis ? { redis } : {}),
@@ -227,16 +203,19 @@ export async function createGateway(
   )
   let rulesWatcher: RulesWatcher | null = null
 
-  /** Brings rule state, retained topics and presence back to what the store says. */
+  /**
+   * Brings rule state, retained topics and presence back to what the store says. With InfluxDB
+   * unreachable at start, from the spool only; restoreFromStore does the rest once it answers.
+   */
   const restoreState = async () => {
-    const [stored, latest] = await Promise.all([store.latestAlerts(), store.latest()])
+    const [stored, latest] = opened.readyAtOpen
+      ? await Promise.all([store.latestAlerts(), store.latest()])
+      : [[], []]
     // Transitions still in the spool (acknowledged, not yet replayed) are newer than the store's.
     const alerts = latestPerAlert([...stored, ...writer.spooledAlerts()])
     const restored = engine.restore(alerts)
     presence.addKnown(registry.ids())
     presence.addKnown(latest.map((r) => r.deviceId))
-    // Every device known from the store gets one full release time from now.
-    for (const { deviceId } of [...latest, ...alerts]) deviceIdle.touch(deviceId, Date.now())
     if (clustered) {
       // Retained alerts and statuses live in Redis, kept by the instances still running; a
       // starting instance must not mark their devices offline. Deadman deadlines are armed by the
@@ -254,6 +233,47 @@ export async function createGateway(
       { alerts: restored.restored, devices: new Set(latest.map((r) => r.deviceId)).size },
       'state restored',
     )
+  }
+
+  /**
+   * The store's part of a start on an unreachable InfluxDB (README, Guarantees), once it answers.
+   * What this run did meanwhile wins: a key whose transition is at least as new as the stored one
+   * keeps it, and only the alerts taken from the store are re-published.
+   */
+  const restoreFromStore = async () => {
+    const [stored, latest] = await Promise.all([store.latestAlerts(), store.latest()])
+    const known = new Map(engine.alerts().map((a) => [a.id, a.ts]))
+    const alerts = latestPerAlert(stored).filter((a) => !((known.get(a.id) ?? -1) >= a.ts))
+    presence.addKnown(latest.map((r) => r.deviceId))
+    if (stopping) return
+    if (clustered) {
+      // As at start: no deadline armed for devices other instances may serve.
+      for (const alert of alerts) engine.adopt(alert)
+    } else {
+      const restored = engine.restore(alerts)
+      const resolvedIds = new Set(restored.resolved.map((a) => a.id))
+      await alertPublisher.republish(alerts.filter((a) => !resolvedIds.has(a.id)))
+      engine.watch(
+        latest.map((r) => ({ deviceId: r.deviceId, metric: r.metric, lastSeenMs: r.ts })),
+      )
+      presence.publishAllOffline()
+    }
+    log.info(
+      { alerts: alerts.length, devices: new Set(latest.map((r) => r.deviceId)).size },
+      'state restored from the store',
+    )
+  }
+  const restoreWhenStoreAnswers = async () => {
+    if (!(await opened.ready)) return
+    writer.retryNow()
+    while (!stopping) {
+      try {
+        return await restoreFromStore()
+      } catch (err) {
+        log.warn({ err }, 'restoring state from the store failed; trying again in 5 s')
+        await new Promise((resolve) => setTimeout(resolve, 5_000).unref())
+      }
+    }
   }
 
   const listenHttp = async (): Promise<AddressInfo> => {
@@ -295,7 +315,6 @@ export async function createGateway(
       await writer.flush()
       await writer.close()
       engine.stop()
-      deviceIdle.stop()
       alertPublisher.stop()
       deadLetters.stop()
       presence.stop()
@@ -315,16 +334,13 @@ export async function createGateway(
       try {
         await restoreState()
         engine.start()
-        deviceIdle.start()
+        if (!opened.readyAtOpen) void restoreWhenStoreAnswers()
         if (config.rulesWatch) {
           rulesWatcher = watchRulesFile(
             {
               log,
               load: () => loadRulesFile(config.rulesFile),
-              apply: (next) => {
-                engine.setRules(next)
-                deviceIdle.setIdleMs(effectiveIdleReleaseMs(config.deviceIdleReleaseMs, next))
-              },
+              apply: (next) => engine.setRules(next),
             },
             { file: config.rulesFile },
           )

@@ -55,10 +55,27 @@ export interface InfluxStoreOptions {
   /** Duration of the retention policy `downsampled` (1-minute aggregates), at least 1 h. */
   downsampledRetentionMs: number
   log?: Logger
+  /**
+   * InfluxDB unreachable at open (no answer, a timeout, a 5xx): false (the default) rejects, as
+   * an InfluxDB that answers and refuses the schema statements always does. true resolves with a
+   * store whose schema (database, retention policies, continuous query) is created once InfluxDB
+   * answers: tried in the background every schemaRetryMs and before every call, which fails as
+   * transient (a plain error, never StoreRejectedError) until then.
+   */
+  allowUnreachable?: boolean
+  /** While the schema waits for InfluxDB, how often it is tried in the background (default 1 s). */
+  schemaRetryMs?: number
 }
 
 export interface InfluxStore extends ReadingStore {
   readonly kind: 'influx'
+  /** True once the database, retention policies and continuous query are made sure of. */
+  schemaReady(): boolean
+  /**
+   * Resolves true once the schema is ready (at once when it was at open), false when the store
+   * is closed first.
+   */
+  whenSchemaReady(): Promise<boolean>
 }
 
 /** latest() reads this recent window first (see latestReadings). */
@@ -81,6 +98,13 @@ const QUERY_TIMEOUT_MS = 30_000
  * every point for (STYLE habit 7 retries 429 too).
  */
 const TRANSIENT_CLIENT_STATUSES = new Set([401, 403, 404, 408, 429])
+const DEFAULT_SCHEMA_RETRY_MS = 1_000
+/**
+ * What InfluxDB 1.8 answers to a write into a database or retention policy that does not exist
+ * (404 and 500: both transient already): the schema is gone (InfluxDB restarted on an empty
+ * volume, the database dropped), so it is created again before the next write.
+ */
+const SCHEMA_LOST = /database not found|retention policy not found/
 
 /**
  * The pool of npm `influx` takes a host out of rotation for a backoff delay after a network
@@ -146,6 +170,7 @@ type Row = Record<string, unknown>
  */
 export async function createInfluxStore(options: InfluxStoreOptions): Promise<InfluxStore> {
   const { rawRetentionMs, downsampledRetentionMs } = options
+  const schemaRetryMs = options.schemaRetryMs ?? DEFAULT_SCHEMA_RETRY_MS
   const log = options.log?.child({ module: 'influx-store' })
   for (const [name, value] of [
     ['rawRetentionMs', rawRetentionMs],
@@ -257,6 +282,7 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
         ...(writeAuth !== undefined ? { auth: writeAuth } : {}),
       })
     } catch (err) {
+      if (err instanceof RequestError && SCHEMA_LOST.test(influxErrorMessage(err))) schemaLost()
       throw classifyWriteError(err, safeUrl)
     }
   }
@@ -340,15 +366,83 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
     log?.info({ database, continuousQuery: CQ_NAME }, 'continuous query created')
   }
 
-  try {
-    await prepare()
-  } catch (err) {
-    agent.destroy()
-    throw new GatewayError(
-      ERROR_CODES.store,
-      `cannot open InfluxDB store ${safeUrl}: ${errorText(err)}`,
-      { cause: err },
+  // The schema's modes: ready, or pending (InfluxDB unreachable at open, or the schema lost
+  // under a running store) with one attempt at most in flight, shared by every caller, and a
+  // background retry while nothing else tries.
+  let schemaIsReady = false
+  let preparing: Promise<void> | undefined
+  let schemaTimer: NodeJS.Timeout | undefined
+  let announceReady: (ready: boolean) => void = () => {}
+  const schemaReadyOnce = new Promise<boolean>((resolve) => {
+    announceReady = resolve
+  })
+
+  function attemptSchema(): Promise<void> {
+    preparing ??= prepare().then(
+      () => {
+        preparing = undefined
+        schemaIsReady = true
+        clearTimeout(schemaTimer)
+        schemaTimer = undefined
+        announceReady(true)
+      },
+      (err: unknown) => {
+        preparing = undefined
+        throw err
+      },
     )
+    return preparing
+  }
+
+  /** Before a call while the schema is pending: one more attempt; failing, a transient error. */
+  async function ensureSchema(): Promise<void> {
+    try {
+      await attemptSchema()
+    } catch (err) {
+      throw new GatewayError(
+        ERROR_CODES.store,
+        `InfluxDB ${safeUrl} is not ready (database and retention policies not created yet): ${errorText(err)}`,
+        { cause: err },
+      )
+    }
+  }
+
+  function retrySchemaLater(): void {
+    if (closed || schemaIsReady || schemaTimer !== undefined) return
+    schemaTimer = setTimeout(() => {
+      schemaTimer = undefined
+      if (closed || schemaIsReady) return
+      attemptSchema().catch((err: unknown) => {
+        log?.debug({ err: errorText(err) }, 'InfluxDB schema not created yet; trying again')
+        retrySchemaLater()
+      })
+    }, schemaRetryMs)
+    // A store waiting for its server must not keep the process alive on its own.
+    schemaTimer.unref()
+  }
+
+  function schemaLost(): void {
+    if (!schemaIsReady || closed) return
+    schemaIsReady = false
+    log?.warn(
+      { url: safeUrl, database },
+      'InfluxDB has lost the database or a retention policy: creating them again before the next write',
+    )
+    retrySchemaLater()
+  }
+
+  try {
+    await attemptSchema()
+  } catch (err) {
+    if (!(options.allowUnreachable === true && isUnreachable(err))) {
+      agent.destroy()
+      throw new GatewayError(
+        ERROR_CODES.store,
+        `cannot open InfluxDB store ${safeUrl}: ${errorText(err)}`,
+        { cause: err },
+      )
+    }
+    retrySchemaLater()
   }
 
   async function currentAlerts(
@@ -430,16 +524,21 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
   })
 
   log?.info(
-    { url: safeUrl, database, rawRetentionMs, downsampledRetentionMs },
-    'InfluxDB store open',
+    { url: safeUrl, database, rawRetentionMs, downsampledRetentionMs, schemaReady: schemaIsReady },
+    schemaIsReady ? 'InfluxDB store open' : 'InfluxDB store open, waiting for InfluxDB to answer',
   )
 
   return {
     kind: 'influx',
 
+    schemaReady: () => schemaIsReady,
+    whenSchemaReady: () => schemaReadyOnce,
+
     async writeReadings(readings) {
       assertOpen()
       if (readings.length === 0) return
+      // Never a write into a missing database or policy: its 4xx would read as a refusal.
+      if (!schemaIsReady) await ensureSchema()
       await writeLines(RAW_RP, readingLines(readings), readings.length)
       // Written: readings too late for the continuous query get their minutes recomputed soon.
       downsampler.add(readings, Date.now())
@@ -448,11 +547,13 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
     async writeAlerts(alerts) {
       assertOpen()
       if (alerts.length === 0) return
+      if (!schemaIsReady) await ensureSchema()
       await writeLines(ALERTS_RP, alertLines(alerts), alerts.length)
     },
 
     async queryReadings(q: ReadingQuery) {
       assertOpen()
+      if (!schemaIsReady) await ensureSchema()
       const fromMs = clampTimeMs(q.fromMs)
       const toMs = clampTimeMs(q.toMs)
       const limit = Math.floor(q.limit)
@@ -470,6 +571,7 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
 
     async aggregate(q: AggregateQuery) {
       assertOpen()
+      if (!schemaIsReady) await ensureSchema()
       assertBucketWidth(q.everyMs)
       const fromMs = clampTimeMs(q.fromMs)
       const toMs = clampTimeMs(q.toMs)
@@ -523,11 +625,13 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
 
     async latest(deviceId?: string) {
       assertOpen()
+      if (!schemaIsReady) await ensureSchema()
       return latestReadings(deviceId)
     },
 
     async queryAlerts(q: AlertQuery) {
       assertOpen()
+      if (!schemaIsReady) await ensureSchema()
       const limit = Math.floor(q.limit)
       if (!(limit > 0)) return []
       if (q.current === true) {
@@ -564,12 +668,15 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
 
     async latestAlerts() {
       assertOpen()
+      if (!schemaIsReady) await ensureSchema()
       return currentAlerts()
     },
 
     async close() {
       if (closed) return
       closed = true
+      clearTimeout(schemaTimer)
+      announceReady(false)
       try {
         await downsampler.close()
       } finally {
@@ -731,6 +838,21 @@ function influxErrorMessage(err: RequestError): string {
     // Not JSON (a proxy's page): the body as it is.
   }
   return body.trim() || err.message
+}
+
+/**
+ * No answer from InfluxDB (a refused connection, a timeout) or a 5xx: waiting can help. An answer
+ * that refuses (a 4xx such as 401, a statement InfluxDB refuses) is a configuration to fix.
+ */
+function isUnreachable(err: unknown): boolean {
+  let cause = err
+  while (cause instanceof Error) {
+    if (cause instanceof RequestError) return (cause.res?.statusCode ?? 0) >= 500
+    // Our own errors without a cause are InfluxDB's answers (a statement it refused).
+    if (cause.cause === undefined) return !(cause instanceof GatewayError)
+    cause = cause.cause
+  }
+  return false
 }
 
 function errorText(err: unknown): string {

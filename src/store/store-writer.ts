@@ -28,6 +28,11 @@ export interface StoreWriter {
   flush(): Promise<void>
   /** Flushes, then stops; accept() after close calls back with an error. What is spooled stays. */
   close(): Promise<void>
+  /**
+   * The store says it answers again (InfluxDB came up and its schema is created): a retry that
+   * waits out its backoff runs now, so the spool's replay starts without waiting up to retryMaxMs.
+   */
+  retryNow(): void
   /** Alert transitions in the spool, not yet in the store, oldest first (start-up restore). */
   spooledAlerts(): Alert[]
   stats(): StoreWriterStats
@@ -667,6 +672,13 @@ export function createStoreWriter(deps: StoreWriterDeps, options: StoreWriterOpt
           )
         })
       return closePromise
+    },
+
+    retryNow() {
+      if (retryTimer === undefined || closing || fatal) return
+      clearTimeout(retryTimer)
+      retryTimer = undefined
+      run()
     },
 
     spooledAlerts: () => spool?.alerts() ?? [],

@@ -191,6 +191,91 @@ describe('InfluxDB store', () => {
     })
   })
 
+  describe('InfluxDB unreachable at open', () => {
+    let down: RunningInfluxd | undefined
+    afterEach(async () => {
+      await down?.stop()
+      down = undefined
+    })
+
+    it('rejects the open by default; with allowUnreachable, fails calls as transient until InfluxDB answers, then creates the schema', async () => {
+      // Its own influxd, halted (by PID): nothing listens on its port until restart().
+      down = await startInfluxd()
+      await down.halt()
+      const database = freshDatabase()
+      const url = `${down.url}/${database}`
+      const options = { url, rawRetentionMs: HOUR, downsampledRetentionMs: DAY }
+      await expect(createInfluxStore(options)).rejects.toMatchObject({
+        code: ERROR_CODES.store,
+        message: expect.stringMatching(/cannot open InfluxDB store .*ECONNREFUSED/),
+      })
+
+      const { log, lines } = captureLogs()
+      const store = await createInfluxStore({
+        ...options,
+        allowUnreachable: true,
+        schemaRetryMs: 50,
+        log,
+      })
+      opened.push(store)
+      expect(store.schemaReady()).toBe(false)
+      const now = Date.now()
+      // A write before the schema exists is a transient failure (the writer spools and retries),
+      // never a refusal that would dead-letter the readings.
+      const write = store.writeReadings([reading('dev-1', now, 1)])
+      await expect(write).rejects.toThrow(/not ready \(database and retention policies/)
+      await expect(write).rejects.not.toBeInstanceOf(StoreRejectedError)
+      await expect(store.latest()).rejects.toMatchObject({ code: ERROR_CODES.store })
+      expect(lines.map((l) => l.msg)).toContain(
+        'InfluxDB store open, waiting for InfluxDB to answer',
+      )
+
+      await down.restart()
+      // The background retry creates the schema with no call made.
+      await expect(store.whenSchemaReady()).resolves.toBe(true)
+      expect(store.schemaReady()).toBe(true)
+      const client = new InfluxDB(url)
+      expect(await client.getDatabaseNames()).toContain(database)
+      expect((await client.showRetentionPolicies()).map((p) => p.name)).toEqual(
+        expect.arrayContaining(['raw', 'downsampled', 'alerts']),
+      )
+      expect((await client.showContinousQueries()).map((q) => q.name)).toEqual(['reading_1m'])
+      await store.writeReadings([reading('dev-1', now, 1)])
+      expect(await store.latest()).toEqual([reading('dev-1', now, 1)])
+    })
+
+    it('whenSchemaReady resolves false when the store is closed before InfluxDB answers', async () => {
+      down = await startInfluxd()
+      await down.halt()
+      const store = await createInfluxStore({
+        url: `${down.url}/${freshDatabase()}`,
+        rawRetentionMs: HOUR,
+        downsampledRetentionMs: DAY,
+        allowUnreachable: true,
+        schemaRetryMs: 50,
+      })
+      const ready = store.whenSchemaReady()
+      await store.close()
+      await expect(ready).resolves.toBe(false)
+    })
+  })
+
+  it('creates the database again when it is dropped under a running store: the write fails as transient, the next one stores', async () => {
+    const { log, lines } = captureLogs()
+    const { store, database } = await openStore({}, log)
+    const now = Date.now()
+    await store.writeReadings([reading('dev-1', now - 2, 1)])
+    await admin.dropDatabase(database)
+    const write = store.writeReadings([reading('dev-1', now - 1, 2)])
+    await expect(write).rejects.toThrow(/database not found/)
+    await expect(write).rejects.not.toBeInstanceOf(StoreRejectedError)
+    expect(lines.map((l) => l.msg)).toContain(
+      'InfluxDB has lost the database or a retention policy: creating them again before the next write',
+    )
+    await store.writeReadings([reading('dev-1', now, 3)])
+    expect(await store.latest()).toEqual([reading('dev-1', now, 3)])
+  })
+
   describe('downsampled reads', () => {
     /** The start of an hour that lies entirely before the raw retention (1 h) began. */
     const oldHour = () => Math.floor((Date.now() - 3 * HOUR) / HOUR) * HOUR

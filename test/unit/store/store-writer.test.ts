@@ -496,6 +496,24 @@ describe('store writer with the on-disk spool', () => {
     ])
   })
 
+  it('retryNow starts the replay at once instead of waiting out the backoff', async () => {
+    faults.failures = 1_000_000
+    // A backoff far longer than the test: only retryNow can bring the replay within it.
+    const writer = createWriter({ retryBaseMs: 600_000, retryMaxMs: 600_000 })
+    await accepted(writer, readings(5))
+    expect(writer.stats()).toMatchObject({ spooling: true, spooledItems: 5 })
+    await vi.waitFor(() => expect(faults.attempts).toBe(1))
+
+    faults.failures = 0
+    writer.retryNow()
+    await vi.waitFor(() => expect(writer.stats().spooling).toBe(false), { timeout: 5_000 })
+    expect(await stored()).toEqual(readings(5))
+    expect(faults.attempts).toBe(2)
+    // With nothing waiting to be retried, it is a no-op.
+    writer.retryNow()
+    expect(faults.attempts).toBe(2)
+  })
+
   it('spools the write in flight, then what follows, when the store is slow', async () => {
     const release = faults.hold()
     const writer = createWriter({ spoolAfterMs: 20 })
