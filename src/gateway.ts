@@ -19,6 +19,7 @@ import { createDeadLetters } from './ingest/dead-letters.ts'
 import { createIngest } from './ingest/ingest.ts'
 import { DEFAULT_PARSE_OPTIONS } from './ingest/parse-publish.ts'
 import { createPresence } from './presence/presence.ts'
+import { createDeviceIdleSweeper, effectiveIdleReleaseMs } from './rules/device-idle.ts'
 import { loadDeviceRegistry } from './rules/device-registry.ts'
 import { loadRulesFile } from './rules/load-rules.ts'
 import { createRuleEngine } from './rules/rule-engine.ts'
@@ -156,6 +157,30 @@ export async function createGateway(
   )
   const alertPublisher = createAlertPublisher({ bus, publisher: broker, log })
   const engine = createRuleEngine({ bus, log, registry }, rules)
+  // Memory follows the devices around, not every id ever seen (README, Limits: idle devices).
+  const registered = new Set(registry.ids())
+  const deviceIdle = createDeviceIdleSweeper(
+    {
+      bus,
+      log,
+      holders: [
+        { name: 'rule-engine', releaseDevice: engine.forgetDevice },
+        {
+          name: 'presence',
+          isActive: presence.isConnected,
+          releaseDevice: (id) =>
+            presence.forget(id, {
+              // Retained statuses live in this process only without Redis.
+              clearStatus: !clustered && !registered.has(id),
+              keepKnown: registered.has(id),
+            })
+              ? 'released'
+              : 'kept',
+        },
+      ],
+    },
+    { idleMs: effectiveIdleReleaseMs(config.deviceIdleReleaseMs, rules) },
+  )
   // A crashed instance's devices are reported offline by a survivor (README, Scale-out).
   const lease = clustered
     ? createInstanceLease(
@@ -178,6 +203,7 @@ export async function createGateway(
     writer,
     broker,
     engine,
+    devices: deviceIdle,
     storeMonitor,
     instanceId,
     ...(redis ? { redis } : {}),
@@ -216,6 +242,8 @@ export async function createGateway(
     const restored = engine.restore(alerts)
     presence.addKnown(registry.ids())
     presence.addKnown(latest.map((r) => r.deviceId))
+    // Every device known from the store gets one full release time from now.
+    for (const { deviceId } of [...latest, ...alerts]) deviceIdle.touch(deviceId, Date.now())
     if (clustered) {
       // Retained alerts and statuses live in Redis, kept by the instances still running; a
       // starting instance must not mark their devices offline. Deadman deadlines are armed by the
@@ -245,6 +273,7 @@ export async function createGateway(
     const known = new Map(engine.alerts().map((a) => [a.id, a.ts]))
     const alerts = latestPerAlert(stored).filter((a) => !((known.get(a.id) ?? -1) >= a.ts))
     presence.addKnown(latest.map((r) => r.deviceId))
+    for (const { deviceId } of [...latest, ...alerts]) deviceIdle.touch(deviceId, Date.now())
     if (stopping) return
     if (clustered) {
       // As at start: no deadline armed for devices other instances may serve.
@@ -315,6 +344,7 @@ export async function createGateway(
       await writer.flush()
       await writer.close()
       engine.stop()
+      deviceIdle.stop()
       alertPublisher.stop()
       deadLetters.stop()
       presence.stop()
@@ -334,13 +364,17 @@ export async function createGateway(
       try {
         await restoreState()
         engine.start()
+        deviceIdle.start()
         if (!opened.readyAtOpen) void restoreWhenStoreAnswers()
         if (config.rulesWatch) {
           rulesWatcher = watchRulesFile(
             {
               log,
               load: () => loadRulesFile(config.rulesFile),
-              apply: (next) => engine.setRules(next),
+              apply: (next) => {
+                engine.setRules(next)
+                deviceIdle.setIdleMs(effectiveIdleReleaseMs(config.deviceIdleReleaseMs, next))
+              },
             },
             { file: config.rulesFile },
           )
