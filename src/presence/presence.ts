@@ -20,8 +20,8 @@ export interface Presence {
    * Scale-out: another gateway instance published this device's status. Its `online` means the
    * device is served there now: a connection here that still spoke for it (a takeover in
    * progress) will report nothing when it closes, so the retained status stays right. A status
-   * older than the device's latest connection here changes nothing. An `offline` for a device
-   * connected here is answered with its status here again.
+   * older than the device's latest connection here changes nothing. A newer `offline` for a
+   * device connected here is answered with its status here again.
    */
   remoteStatus(deviceId: string, status: DeviceStatus): void
   /**
@@ -116,14 +116,14 @@ export function createPresence(deps: {
       }
     },
     remoteStatus(deviceId, { state, ts }) {
-      // A connection here speaks for the device, so an `offline` from elsewhere (a survivor
-      // reporting a crashed instance's devices, src/cluster/instance-lease.ts, or a late close)
-      // is wrong: the retained status is put right.
+      if ((onlineSince.get(deviceId) ?? Number.NEGATIVE_INFINITY) > ts) return
+      // A connection here speaks for the device, so a newer `offline` from elsewhere (a survivor
+      // reporting a crashed instance's devices, src/cluster/instance-lease.ts) is wrong: the
+      // retained status is put right.
       if (state === 'offline' && connected.has(deviceId)) {
         setStatus(deviceId, published.get(deviceId) === 'silent' ? 'silent' : 'online', true)
         return
       }
-      if ((onlineSince.get(deviceId) ?? Number.NEGATIVE_INFINITY) > ts) return
       published.set(deviceId, state)
       if (state !== 'online') return
       known.add(deviceId)

@@ -55,8 +55,16 @@ describe('loadConfig', () => {
 
   it('takes REDIS_URL and INSTANCE_ID, and refuses a wrong scheme or an unsafe instance name', () => {
     const config = loadConfig({ REDIS_URL: 'redis://10.0.0.5:6379', INSTANCE_ID: 'gw-1' })
-    expect(config.cluster).toEqual({ redisUrl: 'redis://10.0.0.5:6379', instanceId: 'gw-1' })
-    expect(loadConfig({}).cluster).toEqual({ redisUrl: '', instanceId: '' })
+    expect(config.cluster).toEqual({
+      redisUrl: 'redis://10.0.0.5:6379',
+      instanceId: 'gw-1',
+      leaseTtlMs: 15_000,
+    })
+    expect(loadConfig({}).cluster).toEqual({ redisUrl: '', instanceId: '', leaseTtlMs: 15_000 })
+    expect(loadConfig({ CLUSTER_LEASE_TTL: '2s' }).cluster.leaseTtlMs).toBe(2_000)
+    expect(() => loadConfig({ CLUSTER_LEASE_TTL: '500ms' })).toThrow(
+      /CLUSTER_LEASE_TTL \(cluster.leaseTtlMs, from environment\): must be at least 1000 ms/,
+    )
     expect(() => loadConfig({ REDIS_URL: 'http://10.0.0.5', INSTANCE_ID: 'gw 1/a' })).toThrow(
       /REDIS_URL \(cluster.redisUrl, from environment\): must be a redis:\/\/ or rediss:\/\/ URL, got "http:\/\/10.0.0.5"[\s\S]*INSTANCE_ID \(cluster.instanceId, from environment\): must be 1-64 characters/,
     )
