@@ -4,7 +4,9 @@ import path from 'node:path'
 import type { AedesOptions } from 'aedes'
 import { createAlertPublisher } from './alerts/alert-publisher.ts'
 import { guardGatewayTopics } from './broker/gateway-topics-guard.ts'
+import type { ListenerStats } from './broker/listeners.ts'
 import { createMqttBroker } from './broker/mqtt-broker.ts'
+import { createPlaceholderMarker } from './broker/packet-guard.ts'
 import { attachMqttWebSocket, MQTT_WEBSOCKET_PATH } from './broker/websocket.ts'
 import { createEventBus, type EventBus } from './bus/event-bus.ts'
 import { startClusterSync } from './cluster/cluster-sync.ts'
@@ -17,7 +19,9 @@ import { listenError } from './errors.ts'
 import { createHttpServer } from './http/http-server.ts'
 import { createDeadLetters } from './ingest/dead-letters.ts'
 import { createIngest } from './ingest/ingest.ts'
+import { createOversizePublishes } from './ingest/oversize-publishes.ts'
 import { DEFAULT_PARSE_OPTIONS } from './ingest/parse-publish.ts'
+import { createSuppressedPublishes } from './ingest/suppressed-publishes.ts'
 import { createPresence } from './presence/presence.ts'
 import { createDeviceIdleSweeper, effectiveIdleReleaseMs } from './rules/device-idle.ts'
 import { loadDeviceRegistry } from './rules/device-registry.ts'
@@ -61,6 +65,8 @@ export interface GatewayStats {
   publishesRejected: number
   rejectedByReason: Record<string, number>
   connectedClients: number
+  /** MQTT connections: open, refused, oversize publishes discarded (broker/listeners.ts). */
+  connections: ListenerStats
 }
 
 /** Wiring only: every behaviour lives in the modules, which know the bus, not each other. */
@@ -120,16 +126,30 @@ export async function createGateway(
   const redis = clustered ? openRedisBackends(config.cluster.redisUrl, { log }) : undefined
   const ingestPublish: NonNullable<AedesOptions['authorizePublish']> = (client, packet, callback) =>
     ingest.authorizePublish(client, packet, callback)
+  // Refused publishes (ACL, gateway topics, over MAX_PACKET_BYTES) are acknowledged, dead-lettered
+  // and never published; each still takes a rate-limit token on its way (README Security, Limits).
+  const suppressed = createSuppressedPublishes({ bus })
+  const oversizeMarker = createPlaceholderMarker()
+  const oversize = createOversizePublishes(
+    { suppressed, principalIdOf: (client) => security.mqtt.principalOf(client)?.id },
+    { marker: oversizeMarker, maxPacketBytes: config.limits.maxPacketBytes },
+  )
   // The hooks run only once the broker listens, by which time presence and ingest exist.
   const broker = await createMqttBroker(
     { log },
     {
       authenticate: security.mqtt.authenticate,
-      authorizePublish: security.mqtt.authorizePublish(
-        guardGatewayTopics(
-          rateLimiter.authorizePublish(
-            redis ? holdWhileRedisDown(redis, ingestPublish) : ingestPublish,
+      authorizePublish: oversize.authorizePublish(
+        security.mqtt.authorizePublish(
+          guardGatewayTopics(
+            rateLimiter.authorizePublish(
+              suppressed.authorizePublish(
+                redis ? holdWhileRedisDown(redis, ingestPublish) : ingestPublish,
+              ),
+            ),
+            suppressed,
           ),
+          suppressed,
         ),
       ),
       authorizeSubscribe: security.mqtt.authorizeSubscribe,
@@ -144,7 +164,8 @@ export async function createGateway(
       keepaliveLimitSec: config.limits.keepaliveLimitSec,
       maxInflightInbound: config.limits.maxInflightInbound,
       drainTimeoutMs: config.limits.drainTimeoutMs,
-      forwards: rateLimiter.forwards,
+      forwards: (packet) => suppressed.forwards(packet) && rateLimiter.forwards(packet),
+      oversizeMarker,
       id: instanceId,
       ...(redis ? { mq: redis.mq, persistence: redis.persistence } : {}),
     },
@@ -404,6 +425,7 @@ export async function createGateway(
         publishesRejected: rejected,
         rejectedByReason: deadLetters.counts(),
         connectedClients: broker.connectedClients(),
+        connections: broker.connectionStats(),
       }
     },
   }

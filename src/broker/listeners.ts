@@ -14,7 +14,10 @@ export type Transport = 'tcp' | 'tls' | 'ws'
 export interface ConnectionLimits {
   /** Connections open at once, every transport together; more are closed on arrival. */
   maxConnections: number
-  /** Largest MQTT packet, fixed header included; a larger one closes the connection. */
+  /**
+   * Largest MQTT packet, fixed header included. A larger PUBLISH is discarded as it arrives and
+   * acknowledged (with `oversizeMarker`); any other larger packet closes the connection.
+   */
   maxPacketBytes: number
   /** Also bounds a TLS handshake: a socket that neither handshakes nor sends CONNECT goes. */
   connectTimeoutMs: number
@@ -44,8 +47,17 @@ export interface ListenerStats {
   open: number
   /** Connections closed on arrival because maxConnections were open. */
   refusedAtLimit: number
-  /** Connections closed for announcing a packet over maxPacketBytes (or a malformed length). */
+  /**
+   * Connections closed for a packet over maxPacketBytes that is not a PUBLISH that can be
+   * discarded (or for a malformed length).
+   */
   refusedPacketSize: number
+  /** PUBLISH packets over maxPacketBytes discarded unread (acknowledged and dead-lettered). */
+  oversizePublishes: number
+  /** Bytes those publishes announced: read off the socket and dropped, never buffered. */
+  oversizeBytesDiscarded: number
+  /** The most bytes one connection's packet guard held at once (headers, an oversize topic). */
+  guardHeldBytesPeak: number
   /** TLS handshakes that failed (bad or missing client certificate, wrong protocol, timeout). */
   tlsHandshakeFailures: number
   /** Connections closed for sending no CONNECT within connectTimeoutMs (Aedes). */
@@ -75,6 +87,8 @@ export function createMqttListeners(
     now?: () => number
     /** Runs for each connection right after Aedes takes it (socket options, protocol checks). */
     onConnection?: (stream: Duplex, req?: IncomingMessage) => void
+    /** With it, an oversize PUBLISH is replaced by a placeholder rather than closing (packet-guard.ts). */
+    oversizeMarker?: Buffer
   },
   limits: ConnectionLimits,
 ): MqttListeners {
@@ -85,11 +99,16 @@ export function createMqttListeners(
     open: 0,
     refusedAtLimit: 0,
     refusedPacketSize: 0,
+    oversizePublishes: 0,
+    oversizeBytesDiscarded: 0,
+    guardHeldBytesPeak: 0,
     tlsHandshakeFailures: 0,
     connectTimeouts: 0,
     drainTimeouts: 0,
   }
   const servers: Server[] = []
+  /** Per open connection: folds its guard's peak into stats.guardHeldBytesPeak. */
+  const heldPeaks = new Set<() => void>()
   let tcp: Server | null = null
   let serversClosed: Promise<void> = Promise.resolve()
   const warnLimited = limitedWarn(log, now)
@@ -147,8 +166,10 @@ export function createMqttListeners(
       refusal.reason,
       { ...refusal, transport, remoteAddress, clientId: clientId ?? undefined },
       refusal.reason === 'packet_too_large'
-        ? 'MQTT packet over MAX_PACKET_BYTES: connection closed before the packet was read'
-        : 'MQTT packet with a malformed length: connection closed',
+        ? 'MQTT packet (not a PUBLISH) over MAX_PACKET_BYTES: connection closed before the packet was read'
+        : refusal.reason === 'topic_too_long'
+          ? 'MQTT PUBLISH over MAX_PACKET_BYTES with a topic too long to answer it: connection closed'
+          : 'MQTT packet with a malformed length: connection closed',
     )
   }
 
@@ -168,12 +189,28 @@ export function createMqttListeners(
       stream.once('close', () => {
         stats.open--
       })
+      // Before aedes.handle: no byte may reach Aedes' parser unscanned (packet-guard.ts).
+      const scanner = guardPacketSize(
+        stream,
+        limits.maxPacketBytes,
+        (refusal) => onPacketRefused(stream, transport, remoteAddress, refusal),
+        {
+          ...(deps.oversizeMarker ? { marker: deps.oversizeMarker } : {}),
+          onDiscarded: (discarded) => {
+            stats.oversizePublishes++
+            stats.oversizeBytesDiscarded += discarded.announcedBytes
+          },
+        },
+      )
+      // Read when stats are read, and when the connection goes.
+      const notePeak = () => {
+        stats.guardHeldBytesPeak = Math.max(stats.guardHeldBytesPeak, scanner.peakHeldBytes())
+      }
+      stream.once('close', notePeak)
+      heldPeaks.add(notePeak)
+      stream.once('close', () => heldPeaks.delete(notePeak))
       aedes.handle(stream, req)
       deps.onConnection?.(stream, req)
-      // After aedes.handle: its 'readable' listener must be in place before ours (packet-guard.ts).
-      guardPacketSize(stream, limits.maxPacketBytes, (refusal) =>
-        onPacketRefused(stream, transport, remoteAddress, refusal),
-      )
     },
 
     async listenTcp(host, port) {
@@ -250,7 +287,10 @@ export function createMqttListeners(
       return tcp?.listening === true
     },
 
-    stats: () => ({ ...stats }),
+    stats() {
+      for (const notePeak of heldPeaks) notePeak()
+      return { ...stats }
+    },
   }
 
   return listeners

@@ -37,8 +37,14 @@ export interface BrokerOptions extends Partial<ConnectionLimits> {
   keepaliveLimitSec?: number
   maxInflightInbound?: number
   drainTimeoutMs?: number
-  /** False for a publish nobody may receive (rate-limited); checked before authorizeForward. */
-  forwards?: (packet: { payload: unknown }) => boolean
+  /** False for a publish nobody may receive (refused, rate-limited); checked before authorizeForward. */
+  forwards?: (packet: { topic: string; payload: unknown }) => boolean
+  /**
+   * Marks the placeholders that replace PUBLISH packets over maxPacketBytes (packet-guard.ts);
+   * the authorizePublish hook must recognise them (src/ingest/oversize-publishes.ts). Absent: a
+   * PUBLISH over the limit closes the connection like any other packet over it.
+   */
+  oversizeMarker?: Buffer
   /** The broker's id: `$SYS/{id}/...`, and `brokerId` of its messages between instances. */
   id?: string
   /** Shared emitter and persistence (Redis, src/cluster/); absent: Aedes' in-memory ones. */
@@ -134,7 +140,11 @@ export async function createMqttBroker(
   const retainedStore = (aedes as unknown as { persistence: RetainedStore }).persistence
   // TCP, TLS and WebSocket connections all pass through here: one count, one packet guard.
   const listeners = createMqttListeners(
-    { aedes, log },
+    {
+      aedes,
+      log,
+      ...(options.oversizeMarker ? { oversizeMarker: options.oversizeMarker } : {}),
+    },
     {
       maxConnections: options.maxConnections ?? UNLIMITED.maxConnections,
       maxPacketBytes: options.maxPacketBytes ?? UNLIMITED.maxPacketBytes,

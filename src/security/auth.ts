@@ -3,7 +3,8 @@ import type { AedesOptions, Client } from 'aedes'
 import type { EventBus } from '../bus/event-bus.ts'
 import { isIdentifier } from '../contract/identifiers.ts'
 import { SENSOR_ROOT } from '../contract/topics.ts'
-import { type ParseOptions, parsePublish, toDeadLetter } from '../ingest/parse-publish.ts'
+import { type ParseOptions, parsePublish } from '../ingest/parse-publish.ts'
+import { deadLetterDeviceId, type SuppressedPublishes } from '../ingest/suppressed-publishes.ts'
 import type { DeviceRegistry } from '../rules/device-registry.ts'
 import type { Logger } from '../telemetry/logger.ts'
 import {
@@ -32,8 +33,12 @@ export const CONNACK = {
 export interface MqttAuth {
   /** Aedes' authenticate: the same for TCP, TLS and WebSocket, since they share one broker. */
   authenticate: Authenticate
-  /** Wraps the rest of the publish chain (topic guard, ingest) with the ACL. */
-  authorizePublish(next: AuthorizePublish): AuthorizePublish
+  /**
+   * Wraps the rest of the publish chain (topic guard, rate limit, ingest) with the ACL. A refused
+   * publish is handed to `suppressed` and goes on down the chain (to take its rate-limit token):
+   * acknowledged, dead-lettered, never published.
+   */
+  authorizePublish(next: AuthorizePublish, suppressed: SuppressedPublishes): AuthorizePublish
   authorizeSubscribe: AuthorizeSubscribe
   authorizeForward: AuthorizeForward
   /** The authenticated principal of a connection; undefined for anonymous ones. */
@@ -78,19 +83,22 @@ function authError(returnCode: 2 | 4 | 5, message: string) {
  * 5. the client id: one that names a registered device or app is that principal's alone, so no
  *    one can take over (and disconnect) another's session; else 2 "identifier rejected".
  *
- * Denied publishes close the connection (MQTT 3.1.1 has no negative PUBACK): publishing as another
- * device, or on a topic the principal may not publish on, is an attack or a device that is badly
- * misconfigured, and either way someone must look. A metric outside a device's allow-list is bad
- * input from a legitimate device: it is dead-lettered as `not_authorized` and acknowledged,
- * so the device keeps its connection and its other readings. Denied subscriptions get SUBACK 0x80
+ * Denied publishes (another device's topic, a topic outside `sensors/{id}`, `alerts/...`,
+ * `gateway/...`, `$...`, a read-only app publishing, a metric outside the device's allow-list)
+ * are acknowledged (MQTT 3.1.1 has no negative PUBACK), never published, forwarded or retained,
+ * and dead-lettered as `not_authorized` on the publisher's own `gateway/deadletter/{id}` with a
+ * detail naming the rule, counted, and logged at warn once per device and interval by the
+ * dead-letter module. The connection stays: closing it would make the client reconnect and send
+ * the same message again, forever, losing its later readings; a client that keeps doing it meets
+ * the publish rate limit instead (each refused publish still takes a token). Denied subscriptions get SUBACK 0x80
  * for that filter and the connection stays. Forwarding re-checks each message against the
  * receiver's grants (defence in depth: nothing reaches a client that it could not subscribe to).
  */
 export function createMqttAuth(deps: {
   registry: DeviceRegistry
   log: Logger
-  /** Where `not_authorized` dead letters go (the dead-letter module listens on it). */
-  bus: EventBus
+  /** Unused: refused publishes are dead-lettered through SuppressedPublishes (authorizePublish). */
+  bus?: EventBus
   /** To read the metrics of `sensors/{id}` payloads for devices with a metric allow-list. */
   parseOptions: ParseOptions
   verifier?: SecretVerifier
@@ -98,7 +106,7 @@ export function createMqttAuth(deps: {
   /** Whether clients without an identity are refused; default: once the registry has a secret. */
   required?: boolean
 }): MqttAuth {
-  const { registry, bus } = deps
+  const { registry } = deps
   const required = deps.required ?? registry.hasCredentials()
   const log = deps.log.child({ module: 'auth' })
   const verifier = deps.verifier ?? createSecretVerifier()
@@ -194,23 +202,44 @@ export function createMqttAuth(deps: {
     )
   }
 
-  const deny = (
+  /** What a refused publish's dead letter says: which rule, for whom. */
+  const refusalDetail = (principal: Principal | undefined, topic: string, reason: string) => {
+    if (reason === 'reserved_topic' || (reason === 'gateway_topic' && topic.startsWith('$'))) {
+      return `${topic}: topics starting with $ are the broker's own`
+    }
+    if (reason === 'gateway_topic') return `only the gateway publishes on ${topic}`
+    if (principal?.kind === 'app')
+      return `app ${principal.id} may not publish (its roles are read-only)`
+    if (principal === undefined) return `may not publish on ${topic}`
+    if (reason === 'other_device') {
+      return `device ${principal.id} may not publish on ${topic}: another device's topic`
+    }
+    return `device ${principal.id} may publish only on ${SENSOR_ROOT}/${principal.id}/..., not on ${topic}`
+  }
+
+  const refuse = (
+    suppressed: SuppressedPublishes,
     client: Client,
     principal: Principal | undefined,
-    topic: string,
+    packet: Parameters<AuthorizePublish>[1],
     reason: string,
   ) => {
-    log.warn(
+    log.debug(
       {
         clientId: client.id,
         principal: principal?.id,
         kind: principal?.kind ?? 'anonymous',
-        topic,
+        topic: packet.topic,
         reason,
       },
-      'publish denied; connection closed',
+      'publish denied: acknowledged and dead-lettered',
     )
-    return new Error(`not authorized to publish on ${topic} (${reason})`)
+    suppressed.refuse(packet, {
+      deviceId: deadLetterDeviceId(principal?.id, packet.topic, client.id),
+      clientId: client.id,
+      reason: 'not_authorized',
+      detail: refusalDetail(principal, packet.topic, reason),
+    })
   }
 
   /** The metrics of a publish the device may not send, or null when all are allowed. */
@@ -241,20 +270,24 @@ export function createMqttAuth(deps: {
   return {
     authenticate,
 
-    authorizePublish(next) {
+    authorizePublish(next, suppressed) {
       return (client, packet, callback) => {
-        // The broker's own publishes (alerts, status, dead letters), and wills without a client.
-        if (client === null) return next(client, packet, callback)
+        // The broker's own publishes (alerts, status, dead letters), wills without a client, and
+        // publishes already refused (over MAX_PACKET_BYTES).
+        if (client === null || suppressed.isRefused(packet)) return next(client, packet, callback)
         const principal = principals.get(client)
         if (principal === undefined) {
           // Anonymous (no credentials configured): as before, but never on the broker's $SYS.
           if (packet.topic.startsWith('$')) {
-            return callback(deny(client, principal, packet.topic, 'reserved_topic'))
+            refuse(suppressed, client, principal, packet, 'reserved_topic')
           }
           return next(client, packet, callback)
         }
         const decision = mayPublish(principal, packet.topic)
-        if (!decision.ok) return callback(deny(client, principal, packet.topic, decision.reason))
+        if (!decision.ok) {
+          refuse(suppressed, client, principal, packet, decision.reason)
+          return next(client, packet, callback)
+        }
         if (
           principal.kind === 'device' &&
           principal.metrics !== null &&
@@ -264,21 +297,13 @@ export function createMqttAuth(deps: {
             typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
           const bad = disallowedMetrics(principal, packet.topic, payload)
           if (bad !== null) {
-            bus.emit('reading.rejected', {
+            // Acknowledged and dropped: the device's other readings keep flowing.
+            suppressed.refuse(packet, {
               deviceId: principal.id,
               clientId: client.id,
-              deadLetter: toDeadLetter(
-                packet.topic,
-                payload,
-                {
-                  reason: 'not_authorized',
-                  detail: `device ${principal.id} may not publish metric ${bad.join(', ')} (allowed: ${[...principal.metrics].join(', ')})`,
-                },
-                now(),
-              ),
+              reason: 'not_authorized',
+              detail: `device ${principal.id} may not publish metric ${bad.join(', ')} (allowed: ${[...principal.metrics].join(', ')})`,
             })
-            // Acknowledged and dropped: the device's other readings keep flowing.
-            return callback(null)
           }
         }
         next(client, packet, callback)

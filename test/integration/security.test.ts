@@ -94,8 +94,6 @@ describe('security: authentication required (credentials in the registry)', () =
     clients.add(client)
     return client
   }
-  const closed = (client: MqttClient) =>
-    new Promise<void>((resolve) => client.once('close', () => resolve()))
   const get = (route: string, token?: string, headers: Record<string, string> = {}) =>
     fetch(`${gw.httpUrl}${route}`, {
       headers: { ...headers, ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
@@ -160,41 +158,42 @@ describe('security: authentication required (credentials in the registry)', () =
     expect(app.connected).toBe(true)
   })
 
-  it('closes a device that publishes as another; nothing is stored for the other, nothing lost for anyone', async () => {
+  it('acknowledges a device that publishes as another, dead-letters it and keeps it; nothing is stored for the other, nothing lost for anyone', async () => {
     const a = await connectAs('dev-a')
     const b = await connectAs('dev-b')
+    const own = recordMessages(a)
+    await a.subscribeAsync('gateway/deadletter/dev-a', { qos: 1 })
     await a.publishAsync('sensors/dev-a/temperature', '20', { qos: 1 })
     await b.publishAsync('sensors/dev-b/temperature', '10', { qos: 1 })
 
-    const aClosed = closed(a)
-    a.publish('sensors/dev-b/temperature', '99', { qos: 1 })
-    await aClosed
-    expect(a.connected).toBe(false)
-    const denial = gw.logs.find((l) => l.msg === 'publish denied; connection closed')
-    expect(denial).toMatchObject({
-      level: 40,
-      clientId: 'dev-a',
-      principal: 'dev-a',
+    // PUBACK, and the connection stays (it used to be closed, and the device sent it again).
+    await a.publishAsync('sensors/dev-b/temperature', '99', { qos: 1 })
+    expect(a.connected).toBe(true)
+    // The device reads why on its own dead-letter topic; one warn line per device and reason.
+    await vi.waitFor(() => expect(own).toHaveLength(1))
+    expect(JSON.parse(own[0]?.payload ?? '{}')).toMatchObject({
       topic: 'sensors/dev-b/temperature',
-      reason: 'other_device',
+      reason: 'not_authorized',
+      detail: "device dev-a may not publish on sensors/dev-b/temperature: another device's topic",
     })
+    const denial = gw.logs.find(
+      (l) => l.msg === 'publish rejected' && l.topic === 'sensors/dev-b/temperature',
+    )
+    expect(denial).toMatchObject({ level: 40, clientId: 'dev-a', deviceId: 'dev-a' })
 
-    // b was never disturbed; a comes back and carries on.
+    // b was never disturbed; a carries on on the same connection.
     await b.publishAsync('sensors/dev-b/temperature', '11', { qos: 1 })
-    const a2 = await connectAs('dev-a')
-    await a2.publishAsync('sensors/dev-a/temperature', '21', { qos: 1 })
+    await a.publishAsync('sensors/dev-a/temperature', '21', { qos: 1 })
     expect(await stored('dev-b')).toEqual(['temperature=10', 'temperature=11'])
     expect(await stored('dev-a')).toEqual(['temperature=20', 'temperature=21'])
   })
 
-  it('closes a device that publishes on alerts/..., devices/+/status or elsewhere', async () => {
-    for (const topic of ['alerts/critical/dev-a/fake', 'devices/dev-a/status', 'other/topic']) {
-      const a = await connectAs('dev-a')
-      const aClosed = closed(a)
-      a.publish(topic, '{"state":"firing"}', { qos: 0 })
-      await aClosed
-    }
+  it('acknowledges and keeps a device that publishes on alerts/..., devices/+/status or elsewhere', async () => {
     const a = await connectAs('dev-a')
+    for (const topic of ['alerts/critical/dev-a/fake', 'devices/dev-a/status', 'other/topic']) {
+      await a.publishAsync(topic, '{"state":"firing"}', { qos: 1 })
+      expect(a.connected).toBe(true)
+    }
     await a.publishAsync('sensors/dev-a/humidity', '40', { qos: 1 })
     expect(await stored('dev-a')).toContain('humidity=40')
   })
@@ -247,10 +246,10 @@ describe('security: authentication required (credentials in the registry)', () =
     )
     expect(received.filter((m) => m.topic.startsWith('sensors/'))).toEqual([])
 
-    // Read-only: an app that publishes is closed like a device out of bounds.
-    const appClosed = closed(app)
-    app.publish('sensors/dev-a/temperature', '1', { qos: 0 })
-    await appClosed
+    // Read-only: an app that publishes is answered like a device out of bounds (acknowledged,
+    // dead-lettered, nothing stored) and keeps its connection.
+    await app.publishAsync('sensors/dev-a/temperature', '1', { qos: 1 })
+    expect(app.connected).toBe(true)
     expect(await stored('dev-a')).not.toContain('temperature=1')
   })
 
@@ -261,21 +260,30 @@ describe('security: authentication required (credentials in the registry)', () =
     expect(await subackCodes(readings, 'alerts/#')).toEqual([128])
 
     const admin = await connectAs('admin-app', { clientId: 'admin-console' })
+    const adminGot = recordMessages(admin)
     expect(await subackCodes(admin, '#', 0)).toEqual([0])
     // An admin may publish readings for a device (a bridge, a backfill)...
     await admin.publishAsync('sensors/dev-b/co2', '700', { qos: 1 })
     await vi.waitFor(() => expect(got.map((m) => m.topic)).toContain('sensors/dev-b/co2'))
     expect(await stored('dev-b')).toContain('co2=700')
-    // ... but not on the topics the gateway owns.
-    const adminClosed = closed(admin)
-    admin.publish('alerts/critical/dev-b/fake', '{}', { qos: 0 })
-    await adminClosed
+    // ... but not on the topics the gateway owns: acknowledged, not delivered, connection kept.
+    await admin.publishAsync('alerts/critical/dev-b/fake', '{"fake":true}', { qos: 1 })
+    await admin.publishAsync('sensors/dev-b/co2', '701', { qos: 1 })
+    await vi.waitFor(() => expect(adminGot.map((m) => m.payload)).toContain('701'))
+    expect(admin.connected).toBe(true)
+    // Only its dead letter carries it, on the admin's own dead-letter topic.
+    await vi.waitFor(() =>
+      expect(adminGot.filter((m) => m.payload.includes('fake')).map((m) => m.topic)).toEqual([
+        'gateway/deadletter/admin-app',
+      ]),
+    )
   })
 
   it("dead-letters a metric outside a device's allow-list and keeps the device connected", async () => {
     const admin = await connectAs('admin-app', { clientId: 'admin-dl' })
     const letters = recordMessages(admin)
     await admin.subscribeAsync('gateway/deadletter/#', { qos: 1 })
+    const rejectedBefore = gw.gateway.stats().rejectedByReason.not_authorized ?? 0
     const m = await connectAs('dev-m')
     await m.publishAsync('sensors/dev-m/temperature', '21', { qos: 1 })
     await m.publishAsync('sensors/dev-m/humidity', '50', { qos: 1 })
@@ -290,7 +298,7 @@ describe('security: authentication required (credentials in the registry)', () =
       'device dev-m may not publish metric humidity (allowed: temperature)',
     )
     expect(second).toMatchObject({ topic: 'sensors/dev-m', reason: 'not_authorized' })
-    expect(gw.gateway.stats().rejectedByReason.not_authorized).toBe(2)
+    expect(gw.gateway.stats().rejectedByReason.not_authorized).toBe(rejectedBefore + 2)
   })
 
   describe('HTTP API', () => {
