@@ -28,11 +28,13 @@ export interface Presence {
    * An idle device (DEVICE_IDLE_RELEASE, src/rules/device-idle.ts): forgets it, so it comes back
    * as a device never seen (online with its first reading). With `clearStatus`, its retained
    * `offline` status is cleared too (an empty retained publish); with `keepKnown` (a registered
-   * device) it stays known, online as soon as it connects. False, and nothing forgotten, while a
-   * connection here speaks for it.
+   * device) it stays known, online as soon as it connects. False, and nothing forgotten, while
+   * its own connection (client id = device id) is open here. A device another connection speaks
+   * for (a bridge, an aggregator) is forgotten even while that connection stays: it went quiet,
+   * its `online` is cleared too, and its next reading announces it again.
    */
   forget(deviceId: string, options: { clearStatus: boolean; keepKnown: boolean }): boolean
-  /** A connection here speaks for the device. */
+  /** The device's own connection (client id = device id) is open here and speaks for it. */
   isConnected(deviceId: string): boolean
   stop(): void
 }
@@ -135,15 +137,23 @@ export function createPresence(deps: {
     publishAllOffline() {
       for (const deviceId of known) if (!connected.has(deviceId)) setStatus(deviceId, 'offline')
     },
-    isConnected: (deviceId) => connected.has(deviceId),
+    isConnected: (deviceId) => devicesByClient.get(deviceId)?.has(deviceId) === true,
     forget(deviceId, { clearStatus, keepKnown }) {
-      if (connected.has(deviceId)) return false
+      if (devicesByClient.get(deviceId)?.has(deviceId) === true) return false
+      const spokenFor = connected.delete(deviceId)
+      if (spokenFor) {
+        // O(connections), as in remoteStatus: only for a device spoken for by another client.
+        for (const [clientId, devices] of devicesByClient) {
+          if (devices.delete(deviceId) && devices.size === 0) devicesByClient.delete(clientId)
+        }
+      }
       const last = published.get(deviceId)
       if (!keepKnown) known.delete(deviceId)
       published.delete(deviceId)
       onlineSince.delete(deviceId)
-      // Only an `offline` this instance stands by: `online` or `silent` may be another instance's.
-      if (clearStatus && last === 'offline') {
+      // A status this instance stands by: its own `offline`, or the `online` (`silent`) of a
+      // connection here; another instance's `online` stays.
+      if (clearStatus && (last === 'offline' || spokenFor)) {
         deps.publisher
           .publish(deviceStatusTopic(deviceId), '', { qos: 1, retain: true })
           .catch((err: unknown) => log.error({ err, deviceId }, 'device status not cleared'))

@@ -77,6 +77,7 @@ describe('presence of idle devices (DEVICE_IDLE_RELEASE)', () => {
   it('forgets nothing of a connected device', () => {
     const { presence, sent } = rawSetup()
     presence.seen('dev-1', 'dev-1')
+    expect(presence.isConnected('dev-1')).toBe(true)
     expect(presence.forget('dev-1', { clearStatus: true, keepKnown: false })).toBe(false)
     expect(sent.map((s) => s.payload)).toEqual([expect.stringContaining('"online"')])
   })
@@ -93,6 +94,23 @@ describe('presence of idle devices (DEVICE_IDLE_RELEASE)', () => {
     presence.seen('dev-1', 'dev-1')
     expect(online).toEqual(['dev-1', 'dev-1'])
     expect(sent.at(-1)?.payload).toContain('"online"')
+  })
+
+  it('forgets a quiet device another connection spoke for, while that connection stays', () => {
+    const { presence, sent, online } = rawSetup()
+    presence.seen('bridge-1', 'dev-1')
+    presence.seen('bridge-1', 'dev-2')
+    expect(presence.isConnected('dev-1')).toBe(false)
+    expect(presence.forget('dev-1', { clearStatus: true, keepKnown: false })).toBe(true)
+    expect(sent.at(-1)).toEqual({ topic: 'devices/dev-1/status', payload: '', retain: true })
+    // The bridge speaks for it again: announced as new. Its going reports dev-2 and dev-1 offline.
+    presence.seen('bridge-1', 'dev-1')
+    expect(online).toEqual(['dev-1', 'dev-2', 'dev-1'])
+    presence.clientGone('bridge-1')
+    expect(sent.filter((s) => s.payload.includes('offline')).map((s) => s.topic)).toEqual([
+      'devices/dev-2/status',
+      'devices/dev-1/status',
+    ])
   })
 
   it('keeps a registered device known, and its status, with keepKnown', () => {
