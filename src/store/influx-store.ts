@@ -65,6 +65,11 @@ export interface InfluxStoreOptions {
   allowUnreachable?: boolean
   /** While the schema waits for InfluxDB, how often it is tried in the background (default 1 s). */
   schemaRetryMs?: number
+  /**
+   * With allowUnreachable: how long the open waits for a first answer (default 5 s) before it
+   * resolves with the schema pending, the attempt going on in the background.
+   */
+  openWaitMs?: number
 }
 
 export interface InfluxStore extends ReadingStore {
@@ -99,6 +104,7 @@ const QUERY_TIMEOUT_MS = 30_000
  */
 const TRANSIENT_CLIENT_STATUSES = new Set([401, 403, 404, 408, 429])
 const DEFAULT_SCHEMA_RETRY_MS = 1_000
+const DEFAULT_OPEN_WAIT_MS = 5_000
 /**
  * What InfluxDB 1.8 answers to a write into a database or retention policy that does not exist
  * (404 and 500: both transient already): the schema is gone (InfluxDB restarted on an empty
@@ -171,6 +177,7 @@ type Row = Record<string, unknown>
 export async function createInfluxStore(options: InfluxStoreOptions): Promise<InfluxStore> {
   const { rawRetentionMs, downsampledRetentionMs } = options
   const schemaRetryMs = options.schemaRetryMs ?? DEFAULT_SCHEMA_RETRY_MS
+  const openWaitMs = options.openWaitMs ?? DEFAULT_OPEN_WAIT_MS
   const log = options.log?.child({ module: 'influx-store' })
   for (const [name, value] of [
     ['rawRetentionMs', rawRetentionMs],
@@ -431,15 +438,36 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
     retrySchemaLater()
   }
 
-  try {
-    await attemptSchema()
-  } catch (err) {
-    if (!(options.allowUnreachable === true && isUnreachable(err))) {
+  const allowUnreachable = options.allowUnreachable === true
+  const first = attemptSchema()
+  let outcome: unknown = 'ready'
+  if (allowUnreachable) {
+    // A host that drops packets neither answers nor refuses: its request would wait out
+    // QUERY_TIMEOUT_MS. Past openWaitMs the start goes on and the attempt in the background.
+    let waitTimer: NodeJS.Timeout | undefined
+    outcome = await Promise.race([
+      first.then(
+        () => 'ready',
+        (err: unknown) => err,
+      ),
+      new Promise((resolve) => {
+        waitTimer = setTimeout(resolve, openWaitMs, 'no answer yet')
+      }),
+    ])
+    clearTimeout(waitTimer)
+  } else {
+    outcome = await first.then(
+      () => 'ready',
+      (err: unknown) => err,
+    )
+  }
+  if (outcome !== 'ready') {
+    if (!(allowUnreachable && (outcome === 'no answer yet' || isUnreachable(outcome)))) {
       agent.destroy()
       throw new GatewayError(
         ERROR_CODES.store,
-        `cannot open InfluxDB store ${safeUrl}: ${errorText(err)}`,
-        { cause: err },
+        `cannot open InfluxDB store ${safeUrl}: ${errorText(outcome)}`,
+        { cause: outcome },
       )
     }
     retrySchemaLater()

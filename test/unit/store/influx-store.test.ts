@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net'
 import { InfluxDB } from 'influx'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { type RunningInfluxd, startInfluxd } from '../../../scripts/influxd.ts'
@@ -242,6 +244,32 @@ describe('InfluxDB store', () => {
       expect((await client.showContinousQueries()).map((q) => q.name)).toEqual(['reading_1m'])
       await store.writeReadings([reading('dev-1', now, 1)])
       expect(await store.latest()).toEqual([reading('dev-1', now, 1)])
+    })
+
+    it('does not hold up the open past openWaitMs on a server that accepts and never answers', async () => {
+      // A host that drops packets: without openWaitMs the open would wait the 30 s query timeout.
+      const sockets = new Set<Socket>()
+      const silent = createNetServer((socket) => {
+        sockets.add(socket)
+      }).listen(0, '127.0.0.1')
+      await once(silent, 'listening')
+      const { port } = silent.address() as AddressInfo
+      try {
+        const store = await createInfluxStore({
+          url: `http://127.0.0.1:${port}/${freshDatabase()}`,
+          rawRetentionMs: HOUR,
+          downsampledRetentionMs: DAY,
+          allowUnreachable: true,
+          openWaitMs: 100,
+        })
+        expect(store.schemaReady()).toBe(false)
+        const ready = store.whenSchemaReady()
+        await store.close()
+        await expect(ready).resolves.toBe(false)
+      } finally {
+        for (const socket of sockets) socket.destroy()
+        await new Promise((resolve) => silent.close(resolve))
+      }
     })
 
     it('whenSchemaReady resolves false when the store is closed before InfluxDB answers', async () => {
