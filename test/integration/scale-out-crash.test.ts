@@ -168,4 +168,54 @@ describe('scale-out: an instance crashes', () => {
       expect.objectContaining({ dead: expect.stringMatching(/^gw-a\//), devices: 1 }),
     ])
   }, 90_000)
+
+  it('an instance taken over while alive (its lease lapsed) announces its devices online again', async () => {
+    const [a, b] = await Promise.all(['gw-a', 'gw-b'].map(startInstance))
+    if (!a || !b) throw new Error('instances missing')
+    const watcher = await connect(b.mqttUrl, 'watch-status')
+    const seen = recordMessages(watcher)
+    await watcher.subscribeAsync('devices/+/status', { qos: 1 })
+    const device = await connect(a.mqttUrl, 'dev-kept')
+    await device.publishAsync('sensors/dev-kept/temperature', '21.5', { qos: 1 })
+    await vi.waitFor(() => expect(statusesOf(seen, 'dev-kept')).toEqual(['online']), WAIT)
+
+    const inspect = new Redis(redis.url)
+    try {
+      const memberOfA = async () =>
+        (await inspect.smembers('gateway:instances')).find((m) => m.startsWith('gw-a/'))
+      await vi.waitFor(async () => {
+        const member = await memberOfA()
+        expect(member).toBeDefined()
+        expect(await inspect.sismember(`gateway:instance:${member}:devices`, 'dev-kept')).toBe(1)
+      }, WAIT)
+      const member = (await memberOfA()) as string
+      // What A missing its renewals looks like to B (A cut off from Redis, or stalled): its
+      // lease key is gone whenever B looks, until B takes A over.
+      await vi.waitFor(
+        async () => {
+          await inspect.del(`gateway:instance:${member}`)
+          expect(
+            b.proc
+              .logLines()
+              .some((l) => l.msg === 'instance lease expired: its devices reported offline'),
+          ).toBe(true)
+        },
+        { timeout: 20_000, interval: 20 },
+      )
+
+      // B said offline; A, whose connection to the device is alive, says online again, lists
+      // itself again and writes its device set again.
+      await vi.waitFor(
+        () => expect(statusesOf(seen, 'dev-kept')).toEqual(['online', 'offline', 'online']),
+        WAIT,
+      )
+      await vi.waitFor(async () => {
+        expect(await inspect.sismember('gateway:instances', member)).toBe(1)
+        expect(await inspect.sismember(`gateway:instance:${member}:devices`, 'dev-kept')).toBe(1)
+      }, WAIT)
+    } finally {
+      inspect.disconnect()
+    }
+    expect(await retainedState(b, 'dev-kept')).toBe('online')
+  }, 60_000)
 })
