@@ -47,7 +47,7 @@ export interface DeviceStateHolder {
 }
 
 export interface DeviceIdleStats {
-  /** Devices heard from and not yet wholly released. */
+  /** Devices heard from and not yet wholly released; 0 while release is off. */
   tracked: number
   /** Devices wholly released since start. */
   released: number
@@ -124,7 +124,8 @@ export function createDeviceIdleSweeper(
   let sweeps = 0
 
   const touch = (deviceId: string, atMs: number) => {
-    lastHeard.set(deviceId, atMs)
+    // Release off: nothing to remember either.
+    if (idleMs > 0) lastHeard.set(deviceId, atMs)
   }
 
   const sweepEveryMs = () =>
@@ -195,6 +196,7 @@ export function createDeviceIdleSweeper(
     setIdleMs(next) {
       if (next === idleMs) return
       idleMs = next
+      if (idleMs <= 0) lastHeard.clear()
       log.info({ idleMs }, 'device idle release time changed')
       schedule()
     },

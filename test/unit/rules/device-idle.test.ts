@@ -216,11 +216,13 @@ describe('idle device release', () => {
     expect(presenceReleased).toEqual(['dev-2'])
   })
 
-  it('release time 0 releases nothing', () => {
+  it('release time 0 releases nothing, and tracks nothing', () => {
     const h = setup([hot])
+    h.send('dev-0', 'temperature', 20, 1_000)
     h.idle.setIdleMs(0)
     h.send('dev-1', 'temperature', 20, 1_000)
     expect(h.idle.sweep(1e12)).toBe(0)
-    expect(h.engine.stats().keys).toBe(1)
+    expect(h.engine.stats().keys).toBe(2)
+    expect(h.idle.stats().tracked).toBe(0)
   })
 })
