@@ -198,6 +198,8 @@ export async function createGateway(
               ? 'released'
               : 'kept',
         },
+        // After presence: a device it forgot leaves this instance's device set in Redis.
+        { name: 'instance-lease', releaseDevice: (id) => lease?.forget(id) ?? 'released' },
       ],
     },
     { idleMs: effectiveIdleReleaseMs(config.deviceIdleReleaseMs, rules) },

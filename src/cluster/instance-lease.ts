@@ -78,6 +78,11 @@ export interface InstanceLease {
    * set (the same rule as Presence.remoteStatus).
    */
   remoteStatus(deviceId: string, status: DeviceStatus): void
+  /**
+   * An idle device presence has forgotten (DEVICE_IDLE_RELEASE, src/rules/device-idle.ts) while
+   * a connection here may still speak for it (a bridge): it leaves the set, as it left presence.
+   */
+  forget(deviceId: string): 'released'
   /** One renewal and check now (also run every ttlMs / 3). */
   tick(): Promise<void>
   /** Clean stop: the lease, the device set and the registration are removed. */
@@ -282,6 +287,10 @@ export function createInstanceLease(
       if (since === undefined || since > ts) return
       served.delete(deviceId)
       queue(deviceId, false)
+    },
+    forget(deviceId) {
+      if (served.delete(deviceId)) queue(deviceId, false)
+      return 'released'
     },
     tick,
     async stop() {

@@ -111,6 +111,11 @@ describe('instance lease on Redis', () => {
     await vi.waitFor(async () => {
       expect((await client.smembers(devicesKey(a.lease.member))).sort()).toEqual(['d1'])
     }, WAIT)
+    // Presence forgot d1 as idle (a bridge's device, its connection still open): it leaves too.
+    expect(a.lease.forget('d1')).toBe('released')
+    await vi.waitFor(async () => {
+      expect(await client.scard(devicesKey(a.lease.member))).toBe(0)
+    }, WAIT)
 
     await a.lease.stop()
     expect(await client.sismember(INSTANCES_KEY, a.lease.member)).toBe(0)
