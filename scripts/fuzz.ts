@@ -83,10 +83,12 @@ const PARSE_OPTIONS: ParseOptions = {
  *
  * - PUBLISH_RATE / PUBLISH_BURST: the token bucket is per connection, 100/s with a burst of 1000
  *   by default. A fuzz client sends as fast as PUBACKs come back, far above that, so at the
- *   defaults well-formed readings would be dead-lettered as `rate_limited` (and after
- *   RATE_DISCONNECT_AFTER in a row the connection closed), which the oracle cannot foresee. At
+ *   defaults its QoS 1 publishes would be paced to 100/s (each PUBACK waits for a token: a
+ *   million messages would take hours), a QoS 0 one over the rate dropped (which the oracle
+ *   cannot foresee), and a connection with RATE_DISCONNECT_AFTER publishes waiting closed. At
  *   the maxima (1,000,000/s, burst 10,000,000) the bucket never runs dry: a million messages over
- *   4 connections take 250,000 tokens each. `rate_limited` must then stay 0, and is checked.
+ *   4 connections take 250,000 tokens each. The dead-letter counts are checked reason by reason,
+ *   so a `rate_limited` one (which the gateway no longer produces) would show there too.
  * - RATE_DISCONNECT_AFTER: out of reach too, should a bucket ever run dry anyway.
  * - MAX_PACKET_BYTES: left at its default (256 KiB) and passed explicitly; the largest generated
  *   payloads are a little over MAX_PAYLOAD_BYTES (payload_too_large) and isPublishable() skips any

@@ -161,8 +161,8 @@ async function main(): Promise<number> {
   try {
     // Rate limits: a device here publishes rate/devices messages a second (25 at the defaults),
     // under the default PUBLISH_RATE of 100/s; the defaults stay, so the soak runs the gateway
-    // as shipped. A run faster per device raises the limit with it, so that no well-formed
-    // reading is dead-lettered as rate_limited (which would not reconcile with malformedSent).
+    // as shipped. A run faster per device raises the limit with it, so that no reading is paced
+    // by PUBLISH_RATE (its PUBACK held for a token) and the soak measures the rate it asked for.
     const perDevice = rate / deviceCount
     const env: Record<string, string> =
       perDevice > 50 ? { PUBLISH_RATE: String(Math.ceil(perDevice * 4)) } : {}

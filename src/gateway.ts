@@ -113,9 +113,10 @@ export async function createGateway(
       queueLimit: config.store.queueLimit,
     },
   )
-  // Over PUBLISH_RATE a publish is acknowledged but dead-lettered and not forwarded (README Limits).
+  // Over PUBLISH_RATE, QoS 1/2 publishes wait for a token (paced), QoS 0 ones are dropped and
+  // counted (README Limits).
   const rateLimiter = createPublishRateLimiter(
-    { bus, log },
+    { log },
     {
       ratePerSec: config.limits.publishRatePerSec,
       burst: config.limits.publishBurst,
@@ -229,6 +230,7 @@ export async function createGateway(
     devices: deviceIdle,
     storeMonitor,
     instanceId,
+    rateLimiter,
     ...(redis ? { redis } : {}),
   })
   const http = createHttpServer(

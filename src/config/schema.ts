@@ -309,7 +309,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     env: 'PUBLISH_RATE',
     default: 100,
     description:
-      'Publishes per second per client (token bucket); over it, readings are dead-lettered as rate_limited',
+      'Publishes per second per client (token bucket); over it, QoS 1/2 publishes wait for a token (the PUBACK with them), QoS 0 ones are dropped and counted',
     parse: integer(1, 1_000_000),
   },
   {
@@ -323,7 +323,8 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     path: 'limits.disconnectAfterRejected',
     env: 'RATE_DISCONNECT_AFTER',
     default: 1_000,
-    description: 'Rate-limited publishes in a row after which the client is disconnected',
+    description:
+      'Publishes a client may get ahead of its token bucket before it is disconnected: QoS 1/2 ones waiting for a token plus QoS 0 ones dropped and not yet earned back by the refill (one per token); reached only far over the rate (QoS 0 above twice it, QoS 1 with more than this many in flight)',
     parse: integer(1, 100_000_000),
   },
   {

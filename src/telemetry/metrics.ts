@@ -18,6 +18,16 @@ export interface MetricsDeps {
   instanceId?: string
   /** Present with REDIS_URL: gateway_redis_up is exported. */
   redis?: { isUp(): boolean }
+  /** The per-connection publish rate limit (src/security/rate-limit.ts); absent: no rate metrics. */
+  rateLimiter?: {
+    stats(): {
+      droppedQos0: number
+      pacedQos1: number
+      pacedQos2: number
+      waiting: number
+      disconnected: number
+    }
+  }
 }
 
 export interface MetricsOptions {
@@ -211,6 +221,40 @@ export function createMetrics(deps: MetricsDeps, options: MetricsOptions = {}): 
       registers,
       collect() {
         this.set(redis.isUp() ? 1 : 0)
+      },
+    })
+  }
+
+  const { rateLimiter } = deps
+  if (rateLimiter) {
+    new Counter({
+      name: 'gateway_publishes_rate_limited_total',
+      help: 'Publishes over PUBLISH_RATE, by QoS: QoS 0 ones dropped (not stored, not forwarded), QoS 1 and 2 ones held until a token came (paced, then stored and acknowledged).',
+      labelNames: ['qos'],
+      registers,
+      collect() {
+        const stats = rateLimiter.stats()
+        this.reset()
+        this.inc({ qos: '0' }, stats.droppedQos0)
+        this.inc({ qos: '1' }, stats.pacedQos1)
+        this.inc({ qos: '2' }, stats.pacedQos2)
+      },
+    })
+    new Gauge({
+      name: 'gateway_publishes_rate_waiting',
+      help: 'QoS 1 and 2 publishes waiting now for a token of their connection (PUBLISH_RATE).',
+      registers,
+      collect() {
+        this.set(rateLimiter.stats().waiting)
+      },
+    })
+    new Counter({
+      name: 'gateway_rate_limit_disconnects_total',
+      help: 'Connections closed for getting RATE_DISCONNECT_AFTER publishes ahead of their PUBLISH_RATE.',
+      registers,
+      collect() {
+        this.reset()
+        this.inc(rateLimiter.stats().disconnected)
       },
     })
   }

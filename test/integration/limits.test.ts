@@ -2,9 +2,9 @@ import { once } from 'node:events'
 import { connect as connectTcp, type Socket } from 'node:net'
 import mqtt, { connectAsync, type MqttClient } from 'mqtt'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import type { DeadLetter } from '../../src/contract/types.ts'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.ts'
 import { connectClient, endAll, recordMessages } from '../helpers/mqtt.ts'
+import { parsePrometheusText } from '../helpers/prometheus.ts'
 import { allReadings } from '../helpers/store.ts'
 
 /**
@@ -79,6 +79,8 @@ describe('limits (DESIGN §8): what a client over a limit sees, and that nobody 
   const storedValues = async (deviceId: string) =>
     (await allReadings((gw as TestGateway).gateway.store, deviceId)).map((r) => r.value)
   const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i)
+  const scrape = async () =>
+    parsePrometheusText(await (await fetch(`${gw?.httpUrl}/metrics`)).text())
   const warnings = (text: string) =>
     (gw?.logs ?? []).filter((l) => l.level === 40 && String(l.msg).includes(text))
 
@@ -147,8 +149,61 @@ describe('limits (DESIGN §8): what a client over a limit sees, and that nobody 
     expect(gw?.gateway.stats().connections.oversizePublishes).toBe(1)
   })
 
-  it('dead-letters exactly the publishes over PUBLISH_RATE/PUBLISH_BURST as rate_limited', async () => {
-    await start({ PUBLISH_RATE: '1', PUBLISH_BURST: '5', RATE_DISCONNECT_AFTER: '100' })
+  it('paces QoS 1 publishes over PUBLISH_RATE: every one acknowledged is stored, none dead-lettered', async () => {
+    await start({ PUBLISH_RATE: '40', PUBLISH_BURST: '10' })
+    const watcher = await connect('watcher')
+    const letters = recordMessages(watcher)
+    await watcher.subscribeAsync('gateway/deadletter/#', { qos: 0 })
+    const subscriber = await connect('subscriber')
+    const forwarded = recordMessages(subscriber)
+    await subscriber.subscribeAsync('sensors/dev-fast/#', { qos: 1 })
+    const calm = await connect('dev-calm')
+    // MQTT.js keeps no in-flight limit: all 100 are sent at once, far faster than 40/s.
+    const fast = await connect('dev-fast')
+
+    const t0 = performance.now()
+    const ackedAtMs: number[] = []
+    const acks = range(0, 100).map((i) =>
+      fast
+        .publishAsync('sensors/dev-fast/temperature', JSON.stringify({ value: i, ts: T0 + i }), {
+          qos: 1,
+        })
+        .then(() => {
+          ackedAtMs[i] = performance.now() - t0
+        }),
+    )
+    // While the 90 over the burst wait for tokens, they are neither stored nor acknowledged.
+    await vi.waitFor(async () =>
+      expect((await scrape()).value('gateway_publishes_rate_waiting')).toBeGreaterThan(50),
+    )
+    expect((await storedValues('dev-fast')).length).toBeLessThan(100)
+    await behave(calm, 'dev-calm', 5)
+    await Promise.all(acks)
+    expect(fast.connected).toBe(true)
+
+    // Every PUBACK came, and every acknowledged reading is stored, in order.
+    expect(await storedValues('dev-fast')).toEqual(range(0, 100))
+    // Paced by the bucket: the k-th PUBACK (from 1) needs k - 10 refilled tokens at 40/s. The
+    // bucket starts when the first publish arrives, after t0.
+    for (const [i, at] of ackedAtMs.entries()) {
+      expect(at).toBeGreaterThanOrEqual(((i + 1 - 10) / 40) * 1_000 - 1)
+    }
+    const metrics = await scrape()
+    expect(metrics.value('gateway_publishes_rate_limited_total', { qos: '1' })).toBe(90)
+    expect(metrics.value('gateway_publishes_rate_limited_total', { qos: '0' })).toBe(0)
+    expect(metrics.value('gateway_publishes_rate_waiting')).toBe(0)
+    expect(metrics.value('gateway_publishes_rejected_total', { reason: 'rate_limited' })).toBe(0)
+    expect(gw?.gateway.stats().rejectedByReason).toEqual({})
+    // Paced publishes are forwarded like any other, in order; nothing was dead-lettered.
+    await vi.waitFor(() => expect(forwarded).toHaveLength(100))
+    expect(forwarded.map((m) => JSON.parse(m.payload).value)).toEqual(range(0, 100))
+    await watcher.publishAsync('probe/done', 'x', { qos: 1 })
+    expect(letters).toEqual([])
+    expect(await storedValues('dev-calm')).toEqual(range(0, 5))
+  })
+
+  it('drops QoS 0 publishes over PUBLISH_RATE: counted in /metrics, not forwarded, no dead letter each', async () => {
+    await start({ PUBLISH_RATE: '5', PUBLISH_BURST: '5' })
     const watcher = await connect('watcher')
     const letters = recordMessages(watcher)
     await watcher.subscribeAsync('gateway/deadletter/#', { qos: 0 })
@@ -158,68 +213,126 @@ describe('limits (DESIGN §8): what a client over a limit sees, and that nobody 
     const calm = await connect('dev-calm')
     const flood = await connect('dev-flood')
 
-    // Eight QoS 1 readings at once: every one is acknowledged (no error, no disconnect)...
-    await Promise.all(
-      range(0, 8).map((i) =>
-        flood.publishAsync(
-          'sensors/dev-flood/temperature',
-          JSON.stringify({ value: i, ts: T0 + i }),
-          { qos: 1 },
-        ),
-      ),
-    )
-    await behave(calm, 'dev-calm', 5)
-    expect(flood.connected).toBe(true)
-
-    // ...the burst of five is stored, the three over it are dead-lettered, not stored.
-    expect(await storedValues('dev-flood')).toEqual(range(0, 5))
-    await vi.waitFor(() => expect(letters).toHaveLength(3))
-    const dead = letters.map((m) => ({
-      topic: m.topic,
-      letter: JSON.parse(m.payload) as DeadLetter,
-    }))
-    expect(dead.map((d) => d.topic)).toEqual(Array(3).fill('gateway/deadletter/dev-flood'))
-    expect(dead.map((d) => d.letter.reason)).toEqual(Array(3).fill('rate_limited'))
-    expect(dead.map((d) => JSON.parse(d.letter.payload).value)).toEqual([5, 6, 7])
-    expect(gw?.gateway.stats().rejectedByReason).toEqual({ rate_limited: 3 })
-
-    // Nor are they forwarded: a probe sent after the flood's last PUBACK arrives after anything
-    // the flood could have delivered, and before it the subscriber got the five stored only.
-    await subscriber.publishAsync('probe/done', 'x', { qos: 1 })
-    await vi.waitFor(() => expect(forwarded.map((m) => m.topic)).toContain('probe/done'))
-    expect(forwarded.filter((m) => m.topic.startsWith('sensors/'))).toHaveLength(5)
-
-    expect(await storedValues('dev-calm')).toEqual(range(0, 5))
-  })
-
-  it('disconnects a client RATE_DISCONNECT_AFTER limited publishes in a row, logging it once', async () => {
-    await start({ PUBLISH_RATE: '1', PUBLISH_BURST: '5', RATE_DISCONNECT_AFTER: '3' })
-    const watcher = await connect('watcher')
-    const letters = recordMessages(watcher)
-    await watcher.subscribeAsync('gateway/deadletter/#', { qos: 0 })
-    const calm = await connect('dev-calm')
-    const flood = await connect('dev-runaway')
-    const closed = closeOf(flood)
-    // Far over: 40 QoS 0 readings in a burst, as a runaway loop would send them.
-    for (const i of range(0, 40)) {
-      flood.publish('sensors/dev-runaway/temperature', JSON.stringify({ value: i, ts: T0 + i }), {
+    // 200 QoS 0 readings at once (under RATE_DISCONNECT_AFTER, 1000): five within the burst.
+    const t0 = performance.now()
+    for (const i of range(0, 200)) {
+      flood.publish('sensors/dev-flood/temperature', JSON.stringify({ value: i, ts: T0 + i }), {
         qos: 0,
       })
     }
-    await closed
+    await vi.waitFor(async () =>
+      expect(
+        (await scrape()).value('gateway_publishes_rate_limited_total', { qos: '0' }),
+      ).toBeGreaterThanOrEqual(190),
+    )
+    const elapsedSec = (performance.now() - t0) / 1_000
+    // At most what the bucket allowed in that time passed; every other one was dropped.
+    const allowed = Math.floor(5 + 5 * elapsedSec)
+    await behave(calm, 'dev-calm', 5)
+    const stored = await storedValues('dev-flood')
+    const dropped = (await scrape()).value('gateway_publishes_rate_limited_total', { qos: '0' })
+    expect(stored.length).toBeGreaterThanOrEqual(5)
+    expect(stored.length).toBeLessThanOrEqual(allowed)
+    expect(stored.length + (dropped as number)).toBe(200)
+    expect(stored.slice(0, 5)).toEqual(range(0, 5))
+
+    // Not forwarded: a probe sent now arrives after anything the flood could have delivered.
+    await subscriber.publishAsync('probe/done', 'x', { qos: 1 })
+    await vi.waitFor(() => expect(forwarded.map((m) => m.topic)).toContain('probe/done'))
+    expect(forwarded.filter((m) => m.topic.startsWith('sensors/')).length).toBe(stored.length)
+    // Dropped and counted, not dead-lettered one by one: one warn line says so, not 195.
+    expect(letters).toEqual([])
+    expect(gw?.gateway.stats().rejectedByReason).toEqual({})
+    expect(warnings('publishes over PUBLISH_RATE')).toEqual([
+      expect.objectContaining({ clientId: 'dev-flood' }),
+    ])
+    expect(flood.connected).toBe(true)
+    expect(await storedValues('dev-calm')).toEqual(range(0, 5))
+  })
+
+  it('RATE_DISCONNECT_AFTER closes a QoS 0 client far over its rate though tokens come in between', async () => {
+    await start({ PUBLISH_RATE: '100', PUBLISH_BURST: '10', RATE_DISCONNECT_AFTER: '200' })
+    const calm = await connect('dev-calm')
+    const flood = await connect('dev-runaway')
+    const closed = closeOf(flood)
+    let gone = false
+    void closed.then(() => {
+      gone = true
+    })
+    // A runaway loop: 10 readings every 10 ms (1000/s, ten times the rate), for 10 s at most.
+    // A token comes every 10 ms, between the bursts: "limited in a row" never got to 200.
+    let sent = 0
+    const deadline = performance.now() + 10_000
+    while (!gone && performance.now() < deadline) {
+      for (let k = 0; k < 10; k++, sent++) {
+        flood.publish(
+          'sensors/dev-runaway/temperature',
+          JSON.stringify({ value: sent, ts: T0 + sent }),
+          {
+            qos: 0,
+          },
+        )
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    expect(gone).toBe(true)
     await behave(calm, 'dev-calm', 5)
 
-    // Five within the burst stored, three limited in a row dead-lettered, then the connection
-    // closed: nothing after it was taken.
-    await vi.waitFor(async () => expect(await storedValues('dev-runaway')).toEqual(range(0, 5)))
-    await vi.waitFor(() => expect(letters).toHaveLength(3))
-    expect(letters.map((m) => (JSON.parse(m.payload) as DeadLetter).reason)).toEqual(
-      Array(3).fill('rate_limited'),
-    )
     const warned = warnings('RATE_DISCONNECT_AFTER')
     expect(warned).toHaveLength(1)
-    expect(warned[0]).toMatchObject({ clientId: 'dev-runaway', limitedInRow: 3 })
+    expect(warned[0]).toMatchObject({ clientId: 'dev-runaway' })
+    expect(warned[0]?.aheadOfBucket as number).toBeGreaterThanOrEqual(200)
+    // Tokens were taken between the drops (more than the burst got through), and it was closed.
+    await vi.waitFor(async () =>
+      expect((await storedValues('dev-runaway')).length).toBeGreaterThan(10),
+    )
+    const metrics = await scrape()
+    expect(metrics.value('gateway_rate_limit_disconnects_total')).toBe(1)
     expect(await storedValues('dev-calm')).toEqual(range(0, 5))
+  })
+
+  it('RATE_DISCONNECT_AFTER closes a QoS 1 client with more publishes waiting; the waiting are released', async () => {
+    await start({ PUBLISH_RATE: '20', PUBLISH_BURST: '10', RATE_DISCONNECT_AFTER: '50' })
+    const calm = await connect('dev-calm')
+    const greedy = await connect('dev-greedy')
+    const closed = closeOf(greedy)
+    // 200 at once: 10 within the burst, 49 waiting, and the 50th ahead of the bucket closes it.
+    for (const i of range(0, 200)) {
+      greedy.publish('sensors/dev-greedy/temperature', JSON.stringify({ value: i, ts: T0 + i }), {
+        qos: 1,
+      })
+    }
+    await closed
+    // Released at once, not passed on later: nothing waits, only the burst is stored.
+    expect((await scrape()).value('gateway_publishes_rate_waiting')).toBe(0)
+    await behave(calm, 'dev-calm', 5)
+    expect(await storedValues('dev-greedy')).toEqual(range(0, 10))
+    expect(warnings('RATE_DISCONNECT_AFTER')[0]).toMatchObject({
+      clientId: 'dev-greedy',
+      aheadOfBucket: 50,
+    })
+    expect(await storedValues('dev-calm')).toEqual(range(0, 5))
+
+    // A client that goes away while its publishes wait: they are released, not stored later.
+    const leaving = await connect('dev-leaving')
+    for (const i of range(0, 40)) {
+      leaving.publish('sensors/dev-leaving/temperature', JSON.stringify({ value: i, ts: T0 + i }), {
+        qos: 1,
+      })
+    }
+    await vi.waitFor(async () =>
+      expect((await scrape()).value('gateway_publishes_rate_waiting')).toBeGreaterThan(20),
+    )
+    clients.delete(leaving)
+    leaving.end(true)
+    await vi.waitFor(async () =>
+      expect((await scrape()).value('gateway_publishes_rate_waiting')).toBe(0),
+    )
+    const kept = await storedValues('dev-leaving')
+    expect(kept.length).toBeLessThan(40)
+    expect(kept).toEqual(range(0, kept.length))
+    await behave(calm, 'dev-calm', 5, 5)
+    expect(await storedValues('dev-calm')).toEqual(range(0, 10))
   })
 
   it('disconnects a subscriber that stops reading after DRAIN_TIMEOUT; the others get every message', async () => {
