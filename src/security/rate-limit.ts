@@ -1,4 +1,5 @@
 import type { AedesOptions, Client, PublishPacket } from 'aedes'
+import { SUPPRESSED_TOPIC } from '../ingest/suppressed-publishes.ts'
 import type { Logger } from '../telemetry/logger.ts'
 
 type AuthorizePublish = NonNullable<AedesOptions['authorizePublish']>
@@ -89,7 +90,7 @@ export interface PublishRateLimiter {
    */
   authorizePublish(next: AuthorizePublish): AuthorizePublish
   /** For authorizeForward: false for a publish that was dropped over the rate, which no one receives. */
-  forwards(packet: { payload: unknown }): boolean
+  forwards(packet: { topic: string }): boolean
   stats(): PublishRateLimitStats
 }
 
@@ -159,7 +160,8 @@ const NOTE_INTERVAL_MS = 10_000
  *   only then the PUBACK, DESIGN §5). Aedes dispatches every packet of a socket read at once,
  *   so many may wait together; one timer per client serves them in order. The client's own
  *   in-flight window (and TCP, since Aedes reads on once a read's packets are done) slows it down.
- * - QoS 0 is DROPPED: not passed on, not retained, not forwarded (`forwards`), only counted.
+ * - QoS 0 is DROPPED: not passed on, not retained, diverted to SUPPRESSED_TOPIC like a refused
+ *   publish (so no subscriber gets it, `forwards`, on any instance), only counted.
  *   Nothing is dead-lettered per message: over-limit traffic must cost less than normal traffic.
  *   Its callback is held until the refill has earned the drop back, so Aedes reads no more of
  *   that socket meanwhile: a flood is held back by TCP instead of read and dropped at full speed
@@ -196,9 +198,6 @@ export function createPublishRateLimiter(
   const perMs = options.ratePerSec / 1_000
   const noteIntervalMs = options.noteIntervalMs ?? NOTE_INTERVAL_MS
   const perClient = new WeakMap<Client, ClientRate>()
-  // Aedes copies a publish into a new packet object for delivery, but keeps its payload buffer:
-  // that buffer is how authorizeForward recognises a dropped publish.
-  const droppedPayloads = new WeakSet<object>()
   const stats: PublishRateLimitStats = {
     droppedQos0: 0,
     pacedQos1: 0,
@@ -340,7 +339,9 @@ export function createPublishRateLimiter(
         if (packet.qos === 0) {
           stats.droppedQos0++
           packet.retain = false
-          if (typeof packet.payload === 'object') droppedPayloads.add(packet.payload)
+          // Out of circulation, as refused publishes are: a topic nobody receives (forwards) or
+          // listens to, on any instance (the shared emitter with REDIS_URL carries it).
+          packet.topic = SUPPRESSED_TOPIC
           if (ahead >= options.disconnectAfter) return disconnect(client, state, ahead, callback)
           state.dropDebt = debt + 1
           state.debtAtMs = nowMs
@@ -360,10 +361,7 @@ export function createPublishRateLimiter(
         arm(client, state, nowMs)
       }
     },
-    forwards: (packet) =>
-      typeof packet.payload !== 'object' ||
-      packet.payload === null ||
-      !droppedPayloads.has(packet.payload),
+    forwards: (packet) => packet.topic !== SUPPRESSED_TOPIC,
     stats: () => ({ ...stats }),
   }
 }

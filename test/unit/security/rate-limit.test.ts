@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events'
 import type { AedesOptions, Client, PublishPacket } from 'aedes'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { SUPPRESSED_TOPIC } from '../../../src/ingest/suppressed-publishes.ts'
 import { createPublishRateLimiter, createTokenBucket } from '../../../src/security/rate-limit.ts'
 import { captureLogs } from '../../helpers/log-capture.ts'
 
@@ -215,8 +216,9 @@ describe('publish rate limiter', () => {
     advance(1)
     expect(dropped).toMatchObject({ passedOn: false, answered: true, error: null })
     expect(limiter.forwards(dropped.packet)).toBe(false)
-    // Aedes copies the packet for delivery but keeps the payload buffer.
-    expect(limiter.forwards({ payload: dropped.packet.payload })).toBe(false)
+    // Diverted as refused publishes are: Aedes copies the packet for delivery, topic included.
+    expect(dropped.packet.topic).toBe(SUPPRESSED_TOPIC)
+    expect(limiter.forwards({ topic: dropped.packet.topic })).toBe(false)
     expect(dropped.packet.retain).toBe(false)
     // The token that came is taken by the next publish; the 19 after it are dropped.
     const more = Array.from({ length: 20 }, () => publish(app, 'sensors/app-1/t', { qos: 0 }))
