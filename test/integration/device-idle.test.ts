@@ -104,4 +104,40 @@ describe('idle device release (DEVICE_IDLE_RELEASE)', () => {
       ).toEqual(['resolved']),
     )
   })
+
+  it('releases quiet devices a connection that stays open spoke for (a bridge)', async () => {
+    gw = await startTestGateway({ DEVICE_IDLE_RELEASE: '1s' })
+    const g = gw
+    const watcher = await connect(g.mqttUrl, 'status-watcher')
+    const seen = recordMessages(watcher)
+    await watcher.subscribeAsync('devices/+/status', { qos: 1 })
+    const bridge = await connect(g.mqttUrl, 'bridge-1')
+    await bridge.publishAsync('sensors/behind-1/temperature', '20', { qos: 1 })
+    await bridge.publishAsync('sensors/behind-2/temperature', '20', { qos: 1 })
+    await vi.waitFor(
+      async () => {
+        const s = await scrape(g)
+        expect(s.value('gateway_devices_released_total')).toBe(2)
+        expect(s.value('gateway_devices_tracked')).toBe(0)
+        expect(s.value('gateway_rule_keys')).toBe(0)
+      },
+      { timeout: 15_000, interval: 200 },
+    )
+    // Announced online, then cleared (an empty retained message), while the bridge stays.
+    await vi.waitFor(() =>
+      expect(
+        seen
+          .filter((m) => m.topic === 'devices/behind-1/status')
+          .map((m) => (m.payload === '' ? 'cleared' : JSON.parse(m.payload).state)),
+      ).toEqual(['online', 'cleared']),
+    )
+    expect(bridge.connected).toBe(true)
+    // Its next reading announces it again.
+    await bridge.publishAsync('sensors/behind-1/temperature', '21', { qos: 1 })
+    await vi.waitFor(() =>
+      expect(seen.filter((m) => m.topic === 'devices/behind-1/status').at(-1)?.payload).toContain(
+        '"online"',
+      ),
+    )
+  })
 })
