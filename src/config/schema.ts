@@ -301,7 +301,8 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     path: 'limits.maxPacketBytes',
     env: 'MAX_PACKET_BYTES',
     default: 262_144,
-    description: 'Largest MQTT packet; a larger one closes the connection before it is buffered',
+    description:
+      'Largest MQTT packet. A larger PUBLISH is dropped unread, acknowledged and dead-lettered; any other larger packet closes the connection',
     parse: integer(1_024, 268_435_455),
   },
   {

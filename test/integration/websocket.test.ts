@@ -88,11 +88,15 @@ describe('MQTT over WebSocket on the HTTP port (/mqtt)', () => {
     expect(gw.gateway.stats().connectedClients).toBe(1)
   })
 
-  it('applies the broker hooks to WebSocket clients: a publish on a gateway topic closes the connection', async () => {
+  it('applies the broker hooks to WebSocket clients: a publish on a gateway topic is refused', async () => {
     const intruder = await connectWs('ws-intruder')
-    const closed = closeOf(intruder)
-    intruder.publish('alerts/critical/dev-x/fake', '{"state":"firing"}', { qos: 1 })
-    await closed
+    // Acknowledged and dead-lettered; the connection stays (README, Security).
+    await intruder.publishAsync('alerts/critical/dev-x/fake', '{"state":"firing"}', {
+      qos: 1,
+      retain: true,
+    })
+    expect(intruder.connected).toBe(true)
+    expect(gw.gateway.stats().rejectedByReason.not_authorized).toBe(1)
     const watcher = await connectTcp('watcher')
     const seen = recordMessages(watcher)
     await watcher.subscribeAsync('alerts/critical/dev-x/#', { qos: 1 })

@@ -3,9 +3,12 @@ import { Duplex } from 'node:stream'
 import { describe, expect, it } from 'vitest'
 import {
   createPacketSizeScanner,
+  createPlaceholderMarker,
   guardPacketSize,
   MAX_FIXED_HEADER_BYTES,
+  MAX_HELD_TOPIC_BYTES,
   type PacketGuardRefusal,
+  placeholderAnnouncedBytes,
 } from '../../../src/broker/packet-guard.ts'
 
 /** The remaining-length varint of MQTT 3.1.1 §2.2.3, written independently of the scanner. */
@@ -38,6 +41,49 @@ function publish(topic: string, payload: Buffer): Buffer {
 }
 
 const PINGREQ = Buffer.from([0xc0, 0x00])
+
+/** A PUBLISH with any flags (type byte), topic, packet id (QoS 1 and 2) and payload. */
+function publishWith(typeByte: number, topic: string, packetId: number, payload: Buffer): Buffer {
+  const topicBytes = Buffer.from(topic)
+  const qos = (typeByte >> 1) & 3
+  const body = Buffer.concat([
+    Buffer.from([topicBytes.length >> 8, topicBytes.length & 0xff]),
+    topicBytes,
+    qos > 0 ? Buffer.from([packetId >> 8, packetId & 0xff]) : Buffer.alloc(0),
+    payload,
+  ])
+  return Buffer.concat([header(body.length, typeByte), body])
+}
+
+/** What the scanner must put in an oversize publish's place, built from the spec by hand. */
+function expectedPlaceholder(
+  typeByte: number,
+  topic: string,
+  packetId: number,
+  marker: Buffer,
+  announcedBytes: number,
+): Buffer {
+  const size = Buffer.alloc(4)
+  size.writeUInt32BE(announcedBytes)
+  return publishWith(typeByte, topic, packetId, Buffer.concat([marker, size]))
+}
+
+/** Feeds `bytes` in the given chunk sizes (cycled); returns what was forwarded and the verdict. */
+function filter(max: number, marker: Buffer, bytes: Buffer, sizes: number[]) {
+  const scanner = createPacketSizeScanner(max, { marker })
+  const out: Buffer[] = []
+  let at = 0
+  let k = 0
+  let maxHeld = 0
+  let verdict = scanner.push(Buffer.alloc(0), (b) => out.push(Buffer.from(b)))
+  while (at < bytes.length && verdict.ok) {
+    const size = sizes[k++ % sizes.length] as number
+    verdict = scanner.push(bytes.subarray(at, at + size), (b) => out.push(Buffer.from(b)))
+    at += size
+    maxHeld = Math.max(maxHeld, scanner.heldBytes())
+  }
+  return { forwarded: Buffer.concat(out), verdict, scanner, maxHeld }
+}
 
 /** Feeds `bytes` in the given chunk sizes (cycled) and returns the first failing verdict. */
 function scan(max: number, bytes: Buffer, sizes: number[]) {
@@ -143,6 +189,93 @@ describe('packet size scanner', () => {
   })
 })
 
+describe('packet filter: an oversize PUBLISH is cut out and replaced by a placeholder', () => {
+  const marker = createPlaceholderMarker()
+  const SPLITS = [[1], [2], [3], [5], [7], [1, 2, 3, 5, 8], [64], [1000], [1_000_000]]
+
+  it('forwards every byte of packets within the limit unchanged, whatever the split', () => {
+    const stream = Buffer.concat([
+      publish('sensors/dev-1/temperature', Buffer.from('21.5')),
+      PINGREQ,
+      publishWith(0x32, 'sensors/dev-1', 7, Buffer.alloc(300, 0x20)),
+      publish('sensors/dev-1', Buffer.alloc(20_000, 0x20)),
+      PINGREQ,
+    ])
+    for (const sizes of SPLITS) {
+      const { forwarded, verdict, scanner } = filter(1_000_000, marker, stream, sizes)
+      expect(verdict).toEqual({ ok: true })
+      expect(forwarded).toEqual(stream)
+      expect(scanner.discarded()).toEqual({ publishes: 0, bytes: 0 })
+    }
+  })
+
+  it.each([
+    ['QoS 0', 0x30],
+    ['QoS 1', 0x32],
+    ['QoS 2, retained, dup', 0x3d],
+  ])(
+    '%s: the same flags, topic and packet id, the marker and the announced size; nothing of the body',
+    (_name, typeByte) => {
+      const small = publish('sensors/dev-1/temperature', Buffer.from('21.5'))
+      const big = publishWith(typeByte, 'sensors/dev-1/t', 0x1234, Buffer.alloc(100_000, 0x41))
+      const stream = Buffer.concat([small, big, PINGREQ, small])
+      const expected = Buffer.concat([
+        small,
+        expectedPlaceholder(typeByte, 'sensors/dev-1/t', 0x1234, marker, big.length),
+        PINGREQ,
+        small,
+      ])
+      for (const sizes of SPLITS) {
+        const { forwarded, verdict, scanner, maxHeld } = filter(1_024, marker, stream, sizes)
+        expect(verdict).toEqual({ ok: true })
+        expect(forwarded).toEqual(expected)
+        expect(scanner.discarded()).toEqual({ publishes: 1, bytes: big.length })
+        expect(scanner.packets()).toBe(4)
+        // A header, or the type byte, topic and packet id of the big one: never its body.
+        expect(maxHeld).toBeLessThanOrEqual(Math.max(MAX_FIXED_HEADER_BYTES, 15 + 3))
+        expect(scanner.peakHeldBytes()).toBeLessThanOrEqual(15 + 3)
+        expect(scanner.heldBytes()).toBe(0)
+      }
+    },
+  )
+
+  it('recognises its own placeholders by their marker only', () => {
+    const size = Buffer.alloc(4)
+    size.writeUInt32BE(123_456)
+    expect(placeholderAnnouncedBytes(marker, Buffer.concat([marker, size]))).toBe(123_456)
+    // Another process's marker, a payload of the same length, a longer one: real publishes.
+    const other = createPlaceholderMarker()
+    expect(placeholderAnnouncedBytes(marker, Buffer.concat([other, size]))).toBeNull()
+    expect(placeholderAnnouncedBytes(marker, Buffer.alloc(20, 0x41))).toBeNull()
+    expect(placeholderAnnouncedBytes(marker, Buffer.concat([marker, size, size]))).toBeNull()
+    expect(placeholderAnnouncedBytes(marker, '21.5')).toBeNull()
+  })
+
+  it('still refuses what it cannot answer: another packet type, an over-long topic, a topic longer than the packet', () => {
+    const subscribe = Buffer.concat([header(1024 * 1024, 0x82), Buffer.alloc(10)])
+    expect(filter(1_024, marker, subscribe, [3]).verdict).toEqual({
+      ok: false,
+      reason: 'packet_too_large',
+      announcedBytes: 1 + 3 + 1024 * 1024,
+    })
+    const longTopic = publishWith(
+      0x32,
+      `sensors/${'x'.repeat(MAX_HELD_TOPIC_BYTES)}`,
+      1,
+      Buffer.alloc(2_000),
+    )
+    const long = filter(1_024, marker, longTopic, [7])
+    expect(long.verdict).toMatchObject({ ok: false, reason: 'topic_too_long' })
+    expect(long.maxHeld).toBeLessThanOrEqual(MAX_FIXED_HEADER_BYTES)
+    // Announces 2,000 bytes, then a topic of 60,000.
+    const lying = Buffer.concat([header(2_000, 0x30), Buffer.from([0xea, 0x60])])
+    expect(filter(1_024, marker, lying, [1]).verdict).toMatchObject({
+      ok: false,
+      reason: 'malformed_length',
+    })
+  })
+})
+
 /**
  * A duplex that reads like a socket does for Aedes: a 'readable' listener that calls read(). The
  * guard must see every chunk that reader gets, and must not start a flow of its own.
@@ -178,6 +311,26 @@ describe('guardPacketSize on a stream read the way Aedes reads it', () => {
     expect(scanner.packets()).toBe(2)
     expect(refusals).toEqual([])
     expect(stream.destroyed).toBe(false)
+    stream.destroy()
+  })
+
+  it('hands the reader a placeholder instead of an oversize publish, and keeps the stream', async () => {
+    const { stream, consumed } = socketLike()
+    const marker = createPlaceholderMarker()
+    const refusals: PacketGuardRefusal[] = []
+    const scanner = guardPacketSize(stream, 1_024, (r) => refusals.push(r), { marker })
+    const big = publishWith(0x32, 'a/b', 5, Buffer.alloc(50_000, 0x41))
+    for (let at = 0; at < big.length; at += 4_096) stream.push(big.subarray(at, at + 4_096))
+    stream.push(PINGREQ)
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(Buffer.concat(consumed)).toEqual(
+      Buffer.concat([expectedPlaceholder(0x32, 'a/b', 5, marker, big.length), PINGREQ]),
+    )
+    expect(refusals).toEqual([])
+    expect(stream.destroyed).toBe(false)
+    expect(scanner.discarded()).toEqual({ publishes: 1, bytes: big.length })
+    // Nothing of the body ever sat in the stream's read buffer.
+    expect(stream.readableLength).toBe(0)
     stream.destroy()
   })
 
