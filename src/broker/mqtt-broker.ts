@@ -1,19 +1,39 @@
 import type { IncomingMessage } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { type AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { TlsOptions } from 'node:tls'
-import { Aedes, type AedesOptions } from 'aedes'
+import { Aedes, type AedesOptions, type Client } from 'aedes'
 import type { Logger } from '../telemetry/logger.ts'
-import { type ConnectionLimits, createMqttListeners, type ListenerStats } from './listeners.ts'
+import { guardConnectLevel } from './connect-level-guard.ts'
+import { createConnectPolicy } from './connect-policy.ts'
+import {
+  type ConnectionLimits,
+  createMqttListeners,
+  type ListenerStats,
+  limitedWarn,
+} from './listeners.ts'
+import { guardPackets } from './packet-policy.ts'
 import { createStackSafeEmitter } from './stack-safe-emitter.ts'
+import { dollarTopicSubscribed } from './topic-policy.ts'
 
 /** Aedes' default: messages dispatched to subscribers at once before the next ones queue. */
 const AEDES_CONCURRENCY = 100
+/** '$': topics the broker keeps from subscriptions that start with a wildcard. */
+const DOLLAR = 36
+
+/**
+ * Idle time before TCP keepalive probes a connection's socket. It is what notices a dead peer of
+ * a client that asked for no MQTT keepalive (0); README "Limits" says how long that takes.
+ */
+export const TCP_KEEPALIVE_IDLE_MS = 60_000
 
 export interface PublishOptions {
   qos: 0 | 1
   retain: boolean
 }
+
+/** Aedes' Client has its subscriptions (filter -> options) as a field its typings leave out. */
+type AedesClient = Client & { subscriptions: Record<string, unknown> }
 
 /** What modules that publish need of the broker: nothing more, so they stay testable. */
 export interface MqttPublisher {
@@ -34,6 +54,7 @@ export interface BrokerHooks {
 
 /** Connection and delivery limits (DESIGN §8; README "Limits"). Absent: Aedes' own defaults. */
 export interface BrokerOptions extends Partial<ConnectionLimits> {
+  /** KEEPALIVE_LIMIT: a client asking for more is held to this (connect-policy.ts); 0: none. */
   keepaliveLimitSec?: number
   maxInflightInbound?: number
   drainTimeoutMs?: number
@@ -112,24 +133,44 @@ export async function createMqttBroker(
 ): Promise<MqttBroker> {
   const log = deps.log.child({ module: 'broker' })
   const counts: MqttMessageCounts = { in: 0, out: 0 }
+  const warnLimited = limitedWarn(log, Date.now)
+  // What Aedes and mqtt-packet leave of MQTT 3.1.1 (README "MQTT 3.1.1 conformance").
+  const connectPolicy = createConnectPolicy(
+    {
+      log,
+      onRefused: (verdict, clientId) =>
+        warnLimited(
+          `connect_${verdict.spec}`,
+          { clientId, reason: verdict.reason, spec: verdict.spec, returnCode: verdict.returnCode },
+          'MQTT CONNECT refused: it breaks MQTT 3.1.1',
+        ),
+    },
+    { keepaliveLimitSec: options.keepaliveLimitSec ?? 0 },
+  )
   const aedes = await Aedes.createBroker({
     ...(options.id === undefined ? {} : { id: options.id }),
     mq: options.mq ?? createStackSafeEmitter(AEDES_CONCURRENCY),
     ...(options.persistence === undefined ? {} : { persistence: options.persistence }),
+    // Not Aedes' keepaliveLimit: it answers CONNACK 6, which MQTT 3.1.1 reserves.
+    preConnect: connectPolicy.preConnect,
     authorizePublish: hooks.authorizePublish,
     ...(hooks.authenticate ? { authenticate: hooks.authenticate } : {}),
     ...(hooks.authorizeSubscribe ? { authorizeSubscribe: hooks.authorizeSubscribe } : {}),
     // Aedes' own default returns the packet as is; this one counts what is delivered.
     authorizeForward: (client, packet) => {
       if (options.forwards && !options.forwards(packet)) return null
+      // [MQTT-4.7.2-1] A retained `$` message offered at SUBSCRIBE to a `#` or `+/...` filter.
+      if (
+        packet.topic.charCodeAt(0) === DOLLAR &&
+        !dollarTopicSubscribed(Object.keys((client as AedesClient).subscriptions), packet.topic)
+      ) {
+        return null
+      }
       const forwarded = hooks.authorizeForward ? hooks.authorizeForward(client, packet) : packet
       if (forwarded) counts.out++
       return forwarded
     },
     ...(options.connectTimeoutMs === undefined ? {} : { connectTimeout: options.connectTimeoutMs }),
-    ...(options.keepaliveLimitSec === undefined
-      ? {}
-      : { keepaliveLimit: options.keepaliveLimitSec }),
     ...(options.maxInflightInbound === undefined
       ? {}
       : { maxInflightInbound: options.maxInflightInbound }),
@@ -144,6 +185,28 @@ export async function createMqttBroker(
       aedes,
       log,
       ...(options.oversizeMarker ? { oversizeMarker: options.oversizeMarker } : {}),
+      onConnection: (stream, req) => {
+        // A WebSocket's stream is not a socket: its TCP socket is the upgrade request's.
+        const socket = stream instanceof Socket ? stream : req?.socket
+        socket?.setKeepAlive(true, TCP_KEEPALIVE_IDLE_MS)
+        guardConnectLevel(stream, (level) =>
+          warnLimited(
+            'connect_level',
+            { level, spec: 'MQTT-3.1.2-2' },
+            'MQTT CONNECT refused with CONNACK 1: unsupported protocol level',
+          ),
+        )
+        const client = (stream as Duplex & { client?: Client }).client
+        if (client) {
+          guardPackets(client, (problem, cmd) =>
+            warnLimited(
+              `packet_${problem.spec}`,
+              { clientId: client.id ?? undefined, cmd, reason: problem.reason, spec: problem.spec },
+              'MQTT client disconnected: its packet breaks MQTT 3.1.1',
+            ),
+          )
+        }
+      },
     },
     {
       maxConnections: options.maxConnections ?? UNLIMITED.maxConnections,
