@@ -4,10 +4,16 @@ import { type AddressInfo, connect, createServer, type Server, type Socket } fro
 import { connectAsync, type MqttClient } from 'mqtt'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import {
+  type BrokerHooks,
   type BrokerOptions,
   createMqttBroker,
   type MqttBroker,
 } from '../../../src/broker/mqtt-broker.ts'
+import {
+  createPlaceholderMarker,
+  placeholderAnnouncedBytes,
+} from '../../../src/broker/packet-guard.ts'
+import { certificateIdentity } from '../../../src/security/auth.ts'
 import { makeTestCerts, type TestCerts } from '../../helpers/certs.ts'
 import { captureLogs, type LogLine } from '../../helpers/log-capture.ts'
 import { endAll } from '../../helpers/mqtt.ts'
@@ -35,6 +41,24 @@ function qos2Publish(topic: string, packetId: number): Buffer {
   return Buffer.concat([Buffer.from([0x34, body.length]), body])
 }
 
+/** A PUBLISH of `payloadBytes` bytes at the given QoS (packet id for QoS 1 and 2). */
+function publishPacket(topic: string, qos: 0 | 1 | 2, packetId: number, payloadBytes: number) {
+  const name = Buffer.from(topic)
+  const body = Buffer.concat([
+    Buffer.from([name.length >> 8, name.length & 0xff]),
+    name,
+    qos > 0 ? Buffer.from([packetId >> 8, packetId & 0xff]) : Buffer.alloc(0),
+    Buffer.alloc(payloadBytes, 0x41),
+  ])
+  const length: number[] = []
+  let rest = body.length
+  do {
+    length.push((rest % 128) | (rest >= 128 ? 0x80 : 0))
+    rest = Math.floor(rest / 128)
+  } while (rest > 0)
+  return Buffer.concat([Buffer.from([0x30 | (qos << 1), ...length]), body])
+}
+
 /** Resolves when the socket is closed by the other end (or errors), whatever it received. */
 async function closedByPeer(socket: Socket): Promise<void> {
   if (socket.destroyed) return
@@ -50,12 +74,12 @@ describe('MQTT listeners: connection and packet limits', () => {
   const clients = new Set<MqttClient>()
   const servers = new Set<Server>()
 
-  const start = async (options: BrokerOptions) => {
+  const start = async (options: BrokerOptions, hooks: Partial<BrokerHooks> = {}) => {
     const captured = captureLogs('info')
     logs = captured.lines
     broker = await createMqttBroker(
       { log: captured.log },
-      { authorizePublish: (_client, _packet, callback) => callback(null) },
+      { authorizePublish: (_client, _packet, callback) => callback(null), ...hooks },
       options,
     )
     const address = await broker.listen('127.0.0.1', 0)
@@ -132,7 +156,7 @@ describe('MQTT listeners: connection and packet limits', () => {
     expect(second.connected).toBe(true)
   })
 
-  it('closes a connection whose packet announces more than maxPacketBytes, from the header alone', async () => {
+  it('without a placeholder marker, closes a connection whose packet announces more than maxPacketBytes, from the header alone', async () => {
     const port = await start({ maxPacketBytes: 4_096 })
     const socket = await rawSocket(port)
     socket.write(connectPacket('big-sender'))
@@ -157,6 +181,96 @@ describe('MQTT listeners: connection and packet limits', () => {
     // Packets within the limit, on another connection, go through.
     const client = await mqttClient(port, 'small-sender')
     await client.publishAsync('a/b', Buffer.alloc(4_000), { qos: 1 })
+  })
+
+  it('with a placeholder marker, answers a PUBLISH over maxPacketBytes per its QoS and keeps the connection', async () => {
+    const marker = createPlaceholderMarker()
+    const seen: { topic: string; qos: number; messageId?: number; announced: number | null }[] = []
+    const port = await start(
+      { maxPacketBytes: 4_096, oversizeMarker: marker },
+      {
+        authorizePublish: (_client, packet, callback) => {
+          seen.push({
+            topic: packet.topic,
+            qos: packet.qos,
+            messageId: packet.messageId,
+            announced: placeholderAnnouncedBytes(marker, packet.payload),
+          })
+          callback(null)
+        },
+      },
+    )
+    const socket = await rawSocket(port)
+    const received: Buffer[] = []
+    socket.on('data', (chunk: Buffer) => received.push(chunk))
+    const got = (bytes: number[]) => Buffer.concat(received).includes(Buffer.from(bytes))
+    socket.write(connectPacket('big-sender'))
+    // QoS 1, id 9, written in three pieces; then QoS 2, id 10; then QoS 0; then a small one.
+    const q1 = publishPacket('sensors/dev-1/t', 1, 9, 100_000)
+    socket.write(q1.subarray(0, 3))
+    socket.write(q1.subarray(3, 5_000))
+    socket.write(q1.subarray(5_000))
+    const q2 = publishPacket('sensors/dev-1/t', 2, 10, 50_000)
+    const q0 = publishPacket('sensors/dev-1/t', 0, 0, 20_000)
+    socket.write(q2)
+    socket.write(q0)
+    socket.write(publishPacket('sensors/dev-1/t', 1, 11, 10))
+    // PUBACK 9, PUBREC 10, PUBACK 11.
+    await vi.waitFor(() => expect(got([0x40, 2, 0, 9]) && got([0x50, 2, 0, 10])).toBe(true))
+    await vi.waitFor(() => expect(got([0x40, 2, 0, 11])).toBe(true))
+    // The client's PUBREL for 10 is answered with PUBCOMP; a PINGREQ with PINGRESP.
+    socket.write(Buffer.from([0x62, 2, 0, 10, 0xc0, 0]))
+    await vi.waitFor(() => expect(got([0x70, 2, 0, 10]) && got([0xd0, 0])).toBe(true))
+    expect(socket.destroyed).toBe(false)
+
+    // Aedes saw placeholders, in order, with the sizes announced, then the real publish.
+    expect(seen).toEqual([
+      { topic: 'sensors/dev-1/t', qos: 1, messageId: 9, announced: q1.length },
+      { topic: 'sensors/dev-1/t', qos: 2, messageId: 10, announced: q2.length },
+      { topic: 'sensors/dev-1/t', qos: 0, messageId: undefined, announced: q0.length },
+      { topic: 'sensors/dev-1/t', qos: 1, messageId: 11, announced: null },
+    ])
+    expect(broker?.connectionStats()).toMatchObject({
+      open: 1,
+      refusedPacketSize: 0,
+      oversizePublishes: 3,
+      oversizeBytesDiscarded: q1.length + q2.length + q0.length,
+    })
+    // Type byte, topic and packet id: all a guard held of them.
+    expect(broker?.connectionStats().guardHeldBytesPeak).toBe(15 + 3)
+  })
+
+  it('keeps client.conn the TLS socket: a client certificate still identifies the device', async () => {
+    const marker = createPlaceholderMarker()
+    const identities = new Map<string, string | null>()
+    await start(
+      { maxPacketBytes: 4_096, oversizeMarker: marker },
+      {
+        authenticate: (client, _username, _password, done) => {
+          identities.set(client.id, certificateIdentity(client))
+          done(null, true)
+        },
+      },
+    )
+    const tls = await broker?.listenTls('127.0.0.1', 0, {
+      cert: readFileSync(certs.certFile),
+      key: readFileSync(certs.keyFile),
+      ca: certs.ca,
+      requestCert: true,
+      rejectUnauthorized: true,
+    })
+    const device = await connectAsync(`mqtts://127.0.0.1:${tls?.port}`, {
+      clientId: 'tls-big',
+      ca: certs.ca,
+      ...certs.device('dev-tls'),
+      reconnectPeriod: 0,
+    })
+    clients.add(device)
+    expect(identities.get('tls-big')).toBe('dev-tls')
+    await device.publishAsync('sensors/dev-tls/t', Buffer.alloc(10_000), { qos: 1 })
+    await device.publishAsync('sensors/dev-tls/t', '21', { qos: 1 })
+    expect(device.connected).toBe(true)
+    expect(broker?.connectionStats()).toMatchObject({ oversizePublishes: 1, refusedPacketSize: 0 })
   })
 
   it('passes CONNECT_TIMEOUT to Aedes: a socket that sends no CONNECT is closed', async () => {
