@@ -84,7 +84,9 @@ export function createSuppressedPublishes(deps: {
         if (rejection === undefined) return next(client, packet, callback)
         refused.delete(packet)
         deps.bus.emit('reading.rejected', rejection)
-        // Acknowledged (PUBACK, PUBREC): the client keeps its connection and its later readings.
+        // [MQTT-3.3.5-2] A publish the server does not authorise gets either the normal
+        // acknowledgement for its QoS or a closed connection: acknowledged (PUBACK, PUBREC), the
+        // client keeps its connection and its later readings.
         callback(null)
       }
     },
