@@ -8,6 +8,7 @@ import type { DeadLetter } from '../../src/contract/types.ts'
 import { generateSecret, hashSecret } from '../../src/security/credentials.ts'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.ts'
 import { connectClient, endAll, type ReceivedMessage, recordMessages } from '../helpers/mqtt.ts'
+import { runToEnd } from '../helpers/processes.ts'
 import { allReadings } from '../helpers/store.ts'
 import { createTempDir, type TempDir } from '../helpers/temp-dir.ts'
 
@@ -155,6 +156,29 @@ describe('publishes over MAX_PACKET_BYTES: discarded unread, acknowledged, dead-
       )
       expect(after.connections.oversizePublishes).toBe(before.connections.oversizePublishes + 1)
       expect(after.connections.refusedPacketSize).toBe(before.connections.refusedPacketSize)
+    },
+  )
+
+  it.each([1, 2])(
+    'mosquitto_pub at QoS %i: its oversize message is acknowledged (exit 0) and dead-lettered',
+    async (qos) => {
+      const deviceId = `dev-mosq-${qos}`
+      const watcher = await connect(`watcher-${deviceId}`)
+      const seen = recordMessages(watcher)
+      await watcher.subscribeAsync(`gateway/deadletter/${deviceId}`, { qos: 1 })
+      const pub = (message: string) =>
+        runToEnd('mosquitto_pub', [
+          ...['-h', '127.0.0.1', '-p', new URL(gw.mqttUrl).port, '-q', String(qos)],
+          ...['-i', deviceId, '-t', `sensors/${deviceId}/temperature`, '-m', message],
+        ])
+      const big = await pub('7'.repeat(10_000))
+      expect(big, big.stderr).toMatchObject({ code: 0 })
+      const small = await pub('21.5')
+      expect(small, small.stderr).toMatchObject({ code: 0 })
+      expect(await storedValues(deviceId)).toEqual([21.5])
+      await vi.waitFor(() =>
+        expect(letters(seen).map((l) => l.reason)).toEqual(['payload_too_large']),
+      )
     },
   )
 
