@@ -38,6 +38,7 @@ const GATEWAY_METRICS: Record<string, string> = {
   gateway_alerts_firing: 'gauge',
   gateway_rule_evaluations_total: 'counter',
   gateway_rule_handler_errors_total: 'counter',
+  gateway_rule_keys: 'gauge',
 }
 
 const T0 = Date.UTC(2026, 10, 26, 12, 0, 0)
@@ -157,6 +158,8 @@ describe('gateway metrics', () => {
     expect(s.value('gateway_alerts_total', { state: 'firing', severity: 'major' })).toBe(1)
     expect(s.value('gateway_alerts_total', { state: 'resolved', severity: 'major' })).toBe(0)
     expect(s.value('gateway_alerts_firing')).toBe(1)
+    // One rule, one device: one alert key held.
+    expect(s.value('gateway_rule_keys')).toBe(1)
     expect(s.value('gateway_rule_evaluations_total')).toBe(2)
     expect(s.value('gateway_rule_handler_errors_total')).toBe(0)
     // One batch of readings, then the alert the second reading raised.
