@@ -346,7 +346,8 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     path: 'limits.keepaliveLimitSec',
     env: 'KEEPALIVE_LIMIT',
     default: 1_200,
-    description: 'Largest keepalive (seconds) a client may ask for; 0: any',
+    description:
+      'Longest keepalive (seconds) the broker holds a client to: one asking for more is accepted and disconnected after 1.5 x this without a packet (MQTT 3.1.1 §3.1.2.10); keepalive 0 is accepted and left to TCP keepalive; 0: no limit',
     parse: integer(0, 65_535),
   },
   {
