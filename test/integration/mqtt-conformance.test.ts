@@ -1,5 +1,6 @@
 import { connect, type IClientOptions, type IConnackPacket, type MqttClient } from 'mqtt'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
+import { makeTestCerts, type TestCerts } from '../helpers/certs.ts'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.ts'
 import { connectClient, endAll, recordMessages } from '../helpers/mqtt.ts'
 import { runToEnd } from '../helpers/processes.ts'
@@ -454,5 +455,49 @@ describe('KEEPALIVE_LIMIT holds a client asking for more (KEEPALIVE_LIMIT=1)', (
     await silentForever.subscribeAsync('conformance/still-here')
     await silentForever.publishAsync('conformance/still-here', 'yes', { qos: 1 })
     await vi.waitFor(() => expect(got.map((m) => m.payload)).toEqual(['yes']))
+  })
+})
+
+describe('TCP keepalive on every MQTT transport (what watches a keepalive-0 client)', () => {
+  let certs: TestCerts
+  let gw: TestGateway
+  const clients = new Set<MqttClient>()
+
+  beforeAll(async () => {
+    certs = await makeTestCerts(['dev-tls'])
+    gw = await startTestGateway({
+      MQTTS_PORT: '0',
+      TLS_CERT: certs.certFile,
+      TLS_KEY: certs.keyFile,
+    })
+  })
+  afterAll(async () => {
+    await endAll(clients)
+    await gw?.cleanup()
+    await certs?.remove()
+  })
+
+  /** The keepalive timer ss shows on the gateway's side of connections to `port`. */
+  const keepaliveTimers = async (port: number) => {
+    const { stdout } = await runToEnd('ss', ['-tnoH', 'state', 'established', `sport = :${port}`])
+    return stdout.match(/timer:\(keepalive,/g)?.length ?? 0
+  }
+
+  it('mqtts and MQTT over WebSocket sockets have TCP keepalive on, with keepalive 0', async () => {
+    const { mqtts, http } = gw.gateway.addresses()
+    const overTls = await connectClient(`mqtts://127.0.0.1:${mqtts?.port}`, {
+      clientId: 'tls-ka-zero',
+      keepalive: 0,
+      ca: certs.ca,
+      servername: 'localhost',
+    })
+    clients.add(overTls)
+    const overWs = await connectClient(`ws://127.0.0.1:${http.port}/mqtt`, {
+      clientId: 'ws-ka-zero',
+      keepalive: 0,
+    })
+    clients.add(overWs)
+    await vi.waitFor(async () => expect(await keepaliveTimers(mqtts?.port ?? 0)).toBe(1))
+    await vi.waitFor(async () => expect(await keepaliveTimers(http.port)).toBe(1))
   })
 })
