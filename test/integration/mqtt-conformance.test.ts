@@ -1,5 +1,6 @@
 import { connect, type IClientOptions, type IConnackPacket, type MqttClient } from 'mqtt'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
+import WebSocket from 'ws'
 import { makeTestCerts, type TestCerts } from '../helpers/certs.ts'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.ts'
 import { connectClient, endAll, recordMessages } from '../helpers/mqtt.ts'
@@ -124,6 +125,23 @@ describe('MQTT 3.1.1 conformance (default configuration)', () => {
         publishPacket('conformance/after-refusal', '1', 1),
       )
       expect(await closedAfter(connection)).toEqual(connack(2))
+    })
+
+    it('MQTT-3.1.2-2, MQTT-3.1.3-8: the CONNACK 1 and 2 refusals reach a WebSocket client too', async () => {
+      const { http } = gw.gateway.addresses()
+      for (const [fields, code] of [
+        [{ level: 6 }, 1],
+        [{ clientId: '', clean: false }, 2],
+      ] as const) {
+        const ws = new WebSocket(`ws://127.0.0.1:${http.port}/mqtt`, 'mqtt')
+        const got: Buffer[] = []
+        ws.on('message', (data: Buffer) => got.push(data))
+        const closed = new Promise((resolve) => ws.once('close', resolve))
+        await new Promise((resolve) => ws.once('open', resolve))
+        ws.send(connectPacket(fields))
+        await closed
+        expect(Buffer.concat(got), JSON.stringify(fields)).toEqual(connack(code))
+      }
     })
 
     it('MQTT-3.1.3-6: zero-length client id with clean session 1 is accepted', async () => {
