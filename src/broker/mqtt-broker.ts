@@ -197,13 +197,20 @@ export async function createMqttBroker(
           ),
         )
         const client = (stream as Duplex & { client?: Client }).client
-        if (client) {
+        const guarded =
+          client !== undefined &&
           guardPackets(client, (problem, cmd) =>
             warnLimited(
               `packet_${problem.spec}`,
               { clientId: client.id ?? undefined, cmd, reason: problem.reason, spec: problem.spec },
               'MQTT client disconnected: its packet breaks MQTT 3.1.1',
             ),
+          )
+        if (!guarded) {
+          warnLimited(
+            'packet_policy_missing',
+            {},
+            'MQTT packet checks not installed: Aedes is not the version they were written for',
           )
         }
       },

@@ -58,6 +58,7 @@ interface ClientInternals {
  * Puts `checkPacket` between a client's parser and Aedes: Aedes' own 'packet' listener gets only
  * the packets that pass. A violation closes the connection through the client's 'error' event,
  * the path Aedes takes for a packet its parser refuses (it logs and counts it the same way).
+ * False when the client has no parser where this expects it (nothing installed).
  *
  * Aedes has no public hook before SUBSCRIBE handling (authorizeSubscribe runs per filter, so never
  * for a SUBSCRIBE without one); the parser is private to its Client. Aedes is pinned to an exact
@@ -66,9 +67,10 @@ interface ClientInternals {
 export function guardPackets(
   client: Client,
   onViolation: (problem: TopicProblem, cmd: string) => void,
-): void {
+): boolean {
   const parser = (client as unknown as ClientInternals)._parser
-  if (!parser) throw new Error('Aedes client has no _parser: packet checks cannot be installed')
+  // Another Aedes than the pinned one: the connection is served without these checks.
+  if (!parser) return false
   const handlers = parser.listeners('packet') as Array<(packet: ParsedPacket) => void>
   parser.removeAllListeners('packet')
   parser.on('packet', function checked(this: EventEmitter, packet: ParsedPacket) {
@@ -80,4 +82,5 @@ export function guardPackets(
     onViolation(problem, packet.cmd)
     client.emit('error', new Error(`${packet.cmd}: ${problem.reason} [${problem.spec}]`))
   })
+  return true
 }
