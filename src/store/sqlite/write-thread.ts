@@ -38,6 +38,14 @@ export type WriteResponse =
  * grew past the limit was truncated back to it.
  */
 const WAL_RESTART_BYTES = JOURNAL_SIZE_LIMIT_BYTES
+/**
+ * SQLite answers a checkpoint that finds another one running (the checkpointer thread's) with
+ * busy at once, without the busy handler; under a loaded disk that copy takes long enough for
+ * several commits' attempts in a row to find it busy, and the WAL grew past 100 MiB in CI. The
+ * writer then waits for it, in steps, at most this long (only past WAL_RESTART_BYTES).
+ */
+const CHECKPOINT_BUSY_WAIT_MS = 250
+const CHECKPOINT_BUSY_STEP_MS = 2
 
 function main(): void {
   const port = parentPort
@@ -50,6 +58,8 @@ function main(): void {
   db.pragma('wal_autocheckpoint = 0')
 
   const writes = prepareWrites(db)
+  // Atomics.wait on a cell nobody changes: a sleep that blocks only this thread.
+  const sleeper = new Int32Array(new SharedArrayBuffer(4))
   port.on('message', (request: WriteRequest) => {
     let response: WriteResponse
     try {
@@ -71,8 +81,18 @@ function main(): void {
     // A throw here ends the thread: its waiting requests fail (the store writer retries them)
     // and write-worker.ts starts it again.
     const walBytes = statSync(walFile, { throwIfNoEntry: false })?.size ?? 0
-    if (walBytes > WAL_RESTART_BYTES) db.pragma('wal_checkpoint(PASSIVE)')
+    if (walBytes > WAL_RESTART_BYTES) checkpointPastCheckpointer()
   })
+
+  /** A PASSIVE checkpoint of the writer's own, tried again while the checkpointer's runs. */
+  function checkpointPastCheckpointer(): void {
+    const deadline = Date.now() + CHECKPOINT_BUSY_WAIT_MS
+    for (;;) {
+      const [result] = db.pragma('wal_checkpoint(PASSIVE)') as Array<{ busy: number }>
+      if (result?.busy !== 1 || Date.now() >= deadline) return
+      Atomics.wait(sleeper, 0, 0, CHECKPOINT_BUSY_STEP_MS)
+    }
+  }
 
   function handle(request: WriteRequest): number | undefined {
     switch (request.op) {
