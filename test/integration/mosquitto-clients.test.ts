@@ -113,3 +113,41 @@ describe('mosquitto_pub / mosquitto_sub against the gateway', () => {
     })
   })
 })
+
+/** Issue 14 point 4 with Mosquitto's client: over PUBLISH_RATE a QoS 1 PUBACK still means stored. */
+describe('mosquitto_pub faster than PUBLISH_RATE', () => {
+  let gw: TestGateway
+
+  beforeAll(async () => {
+    gw = await startTestGateway({ PUBLISH_RATE: '50', PUBLISH_BURST: '20' })
+  })
+  afterAll(async () => {
+    await gw.cleanup()
+  })
+
+  it('is paced, not dropped: every line it sends at QoS 1 is acknowledged and stored', async () => {
+    const lines = 200
+    // Within the API's default range (the last hour).
+    const t0 = Date.now() - 600_000
+    // One JSON reading a line, each with its own ts (a reading's identity), sent as fast as
+    // mosquitto_pub can (-l: one message per line of stdin; it waits for every PUBACK to exit 0).
+    // %.0f: mawk's %d stops at 2^31.
+    const script =
+      `awk 'BEGIN { for (i = 0; i < ${lines}; i++) printf "{\\"value\\":%d,\\"ts\\":%.0f}\\n", i, ${t0} + i }' | ` +
+      `mosquitto_pub -h 127.0.0.1 -p ${new URL(gw.mqttUrl).port} -q 1 -i dev-lines -t sensors/dev-lines/temperature -l`
+    const result = await runToEnd('sh', ['-c', script], {}, 30_000)
+    expect(result, result.stderr).toMatchObject({ code: 0 })
+
+    const res = await fetch(
+      `${gw.httpUrl}/api/readings?device=dev-lines&metric=temperature&limit=1000&order=asc`,
+    )
+    const body = (await res.json()) as { readings: Array<{ value: number }> }
+    expect(body.readings.map((r) => r.value)).toEqual(Array.from({ length: lines }, (_, i) => i))
+    const metrics = await (await fetch(`${gw.httpUrl}/metrics`)).text()
+    // 200 publishes against a burst of 20: the rest waited for their tokens.
+    const paced = /gateway_publishes_rate_limited_total\{qos="1"\} (\d+)/.exec(metrics)?.[1]
+    expect(Number(paced)).toBeGreaterThanOrEqual(lines - 20 - 5)
+    expect(metrics).not.toMatch(/gateway_publishes_rejected_total\{reason="rate_limited"\} [1-9]/)
+    expect(gw.gateway.stats().publishesRejected).toBe(0)
+  })
+})
