@@ -5,6 +5,7 @@ import { type RunningInfluxd, startInfluxd } from '../../scripts/influxd.ts'
 import type { Alert } from '../../src/contract/types.ts'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.ts'
 import { connectClient, endAll, recordMessages } from '../helpers/mqtt.ts'
+import { runToEnd } from '../helpers/processes.ts'
 
 const READINGS = 300
 /** Bounds every wait on InfluxDB's arrival: it starts in about a second here. */
@@ -87,6 +88,22 @@ describe('gateway started while InfluxDB is unreachable', () => {
       ),
     )
     expect(acked).toHaveLength(READINGS)
+    // Mosquitto's client too: it exits 0 only once its QoS 1 publish is acknowledged.
+    const mosquitto = await runToEnd('mosquitto_pub', [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      new URL(gw.mqttUrl).port,
+      '-q',
+      '1',
+      '-i',
+      'dev-mosq',
+      '-t',
+      'sensors/dev-mosq/temperature',
+      '-m',
+      JSON.stringify({ ts: base, value: 21.5 }),
+    ])
+    expect(mosquitto, mosquitto.stderr).toMatchObject({ code: 0 })
     const spooled = await status(gw, '/readyz')
     expect(spooled.status).toBe(503)
 
@@ -111,6 +128,12 @@ describe('gateway started while InfluxDB is unreachable', () => {
         `SELECT count("value") AS "count" FROM "raw"."reading" WHERE "device" = 'dev-out'`,
       )
       expect(rows[0]?.count).toBe(READINGS)
+    }, WAIT)
+    await vi.waitFor(async () => {
+      const fromMosquitto = await influx.query<{ value: number }>(
+        `SELECT "value" FROM "raw"."reading" WHERE "device" = 'dev-mosq'`,
+      )
+      expect(fromMosquitto.map((r) => r.value)).toEqual([21.5])
     }, WAIT)
     await vi.waitFor(async () => expect((await status(gw, '/readyz')).status).toBe(200), WAIT)
     expect(
