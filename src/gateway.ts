@@ -14,7 +14,7 @@ import { createInstanceLease } from './cluster/instance-lease.ts'
 import { openRedisBackends } from './cluster/redis-backends.ts'
 import { holdWhileRedisDown } from './cluster/redis-gate.ts'
 import type { GatewayConfig } from './config/schema.ts'
-import type { Alert } from './contract/types.ts'
+import type { Alert, Reading } from './contract/types.ts'
 import { listenError } from './errors.ts'
 import { createHttpServer } from './http/http-server.ts'
 import { createDeadLetters } from './ingest/dead-letters.ts'
@@ -255,20 +255,19 @@ export async function createGateway(
   let rulesWatcher: RulesWatcher | null = null
 
   /**
-   * Brings rule state, retained topics and presence back to what the store says. With InfluxDB
-   * unreachable at start, from the spool only; restoreFromStore does the rest once it answers.
+   * Rule state, retained alerts and presence from stored alert transitions and latest readings:
+   * at start, and again once an InfluxDB unreachable at start answers (restoreFromStore).
    */
-  const restoreState = async () => {
-    const [stored, latest] = opened.readyAtOpen
-      ? await Promise.all([store.latestAlerts(), store.latest()])
-      : [[], []]
-    // Transitions still in the spool (acknowledged, not yet replayed) are newer than the store's.
-    const alerts = latestPerAlert([...stored, ...writer.spooledAlerts()])
+  const applyStoredState = async (
+    alerts: readonly Alert[],
+    latest: readonly Reading[],
+    message: string,
+  ) => {
     const restored = engine.restore(alerts)
-    presence.addKnown(registry.ids())
     presence.addKnown(latest.map((r) => r.deviceId))
     // Every device known from the store gets one full release time from now.
-    for (const { deviceId } of [...latest, ...alerts]) deviceIdle.touch(deviceId, Date.now())
+    const nowMs = Date.now()
+    for (const { deviceId } of [...latest, ...alerts]) deviceIdle.touch(deviceId, nowMs)
     if (clustered) {
       // Retained alerts and statuses live in Redis, kept by the instances still running; a
       // starting instance must not mark their devices offline. Deadman deadlines are armed by the
@@ -284,8 +283,22 @@ export async function createGateway(
     }
     log.info(
       { alerts: restored.restored, devices: new Set(latest.map((r) => r.deviceId)).size },
-      'state restored',
+      message,
     )
+  }
+
+  /**
+   * Brings rule state, retained topics and presence back to what the store says. With InfluxDB
+   * unreachable at start, from the spool only; restoreFromStore does the rest once it answers.
+   */
+  const restoreState = async () => {
+    const [stored, latest] = opened.readyAtOpen
+      ? await Promise.all([store.latestAlerts(), store.latest()])
+      : [[], []]
+    presence.addKnown(registry.ids())
+    // Transitions still in the spool (acknowledged, not yet replayed) are newer than the store's.
+    const alerts = latestPerAlert([...stored, ...writer.spooledAlerts()])
+    await applyStoredState(alerts, latest, 'state restored')
   }
 
   /**
@@ -295,25 +308,11 @@ export async function createGateway(
    */
   const restoreFromStore = async () => {
     const [stored, latest] = await Promise.all([store.latestAlerts(), store.latest()])
-    const known = new Map(engine.alerts().map((a) => [a.id, a.ts]))
-    const alerts = latestPerAlert(stored).filter((a) => !((known.get(a.id) ?? -1) >= a.ts))
-    presence.addKnown(latest.map((r) => r.deviceId))
-    for (const { deviceId } of [...latest, ...alerts]) deviceIdle.touch(deviceId, Date.now())
     if (stopping) return
-    if (clustered) {
-      // As at start: no deadline armed for devices other instances may serve.
-      for (const alert of alerts) engine.adopt(alert)
-    } else {
-      const restored = engine.restore(alerts)
-      const resolvedIds = new Set(restored.resolved.map((a) => a.id))
-      await alertPublisher.republish(alerts.filter((a) => !resolvedIds.has(a.id)))
-      engine.watch(
-        latest.map((r) => ({ deviceId: r.deviceId, metric: r.metric, lastSeenMs: r.ts })),
-      )
-      presence.publishAllOffline()
-    }
-    log.info(
-      { alerts: alerts.length, devices: new Set(latest.map((r) => r.deviceId)).size },
+    const known = new Map(engine.alerts().map((a) => [a.id, a.ts]))
+    await applyStoredState(
+      latestPerAlert(stored).filter((a) => !((known.get(a.id) ?? -1) >= a.ts)),
+      latest,
       'state restored from the store',
     )
   }
