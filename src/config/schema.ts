@@ -7,6 +7,8 @@ export interface GatewayConfig {
   dataDir: string
   rulesFile: string
   rulesWatch: boolean
+  /** Notifications file (channels, routes); '' (the default): no notifications are sent. */
+  notificationsFile: string
   /** State of a device not heard from this long is released; 0: never; 'auto': from the rules. */
   deviceIdleReleaseMs: number | 'auto'
   devicesFile: string
@@ -384,6 +386,14 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     default: true,
     description: 'Apply edits of the rules file without a restart',
     parse: flag,
+  },
+  {
+    path: 'notificationsFile',
+    env: 'NOTIFICATIONS_FILE',
+    default: '',
+    description:
+      'Notifications file: channels and routes (see config/notifications.example.yaml); empty: no notifications are sent',
+    parse: optionalText,
   },
   {
     path: 'deviceIdleReleaseMs',
