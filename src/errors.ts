@@ -2,6 +2,7 @@
 export const ERROR_CODES = {
   config: 'GW_ERR_CONFIG',
   rules: 'GW_ERR_RULES',
+  notifications: 'GW_ERR_NOTIFICATIONS',
   portInUse: 'GW_ERR_PORT_IN_USE',
   listen: 'GW_ERR_LISTEN',
   store: 'GW_ERR_STORE',
