@@ -43,6 +43,20 @@ export interface Alert {
    * further transitions are held until the alert is stable again.
    */
   flapping: boolean
+  /**
+   * Set while the current firing is acknowledged (POST /api/alerts/{id}/ack); absent otherwise.
+   * It ends with the firing: a resolve, and any later firing, start unacknowledged.
+   */
+  acknowledged?: AlertAck
+}
+
+/** An acknowledgement of an alert's current firing: who (app id, or `loopback`), when, why. */
+export interface AlertAck {
+  /** The identity of the token (app id), or `loopback` for an anonymous loopback caller. */
+  by: string
+  /** Epoch ms of the acknowledgement. */
+  at: number
+  comment?: string
 }
 
 export function alertId(ruleId: string, deviceId: string): string {

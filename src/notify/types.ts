@@ -1,4 +1,4 @@
-import type { Alert, Severity } from '../contract/types.ts'
+import type { Alert, AlertAck, Severity } from '../contract/types.ts'
 import type { Logger } from '../telemetry/logger.ts'
 
 /**
@@ -136,13 +136,11 @@ export interface NotificationsConfig {
   delivery: DeliveryPolicy
 }
 
-/** An acknowledgement of an alert: part of the alert object on MQTT and in the API. */
-export interface AlertAck {
-  /** The identity of the token (app id), or `loopback` for an anonymous loopback caller. */
-  by: string
-  at: number
-  comment?: string
-}
+/**
+ * An acknowledgement of an alert: part of the alert object on MQTT and in the API. Defined with
+ * the alert in the wire contract (src/contract/types.ts), which may not import notify/.
+ */
+export type { AlertAck }
 
 /** A silence: matching alerts are recorded and published on MQTT, but not notified. */
 export interface Silence {
