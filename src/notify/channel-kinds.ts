@@ -1,3 +1,10 @@
+import { realpath, stat } from 'node:fs/promises'
+import path from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { describeValue } from '../rules/describe-value.ts'
+import { emailKind } from './channels/email.ts'
+import { slackKind } from './channels/slack.ts'
+import { webhookKind } from './channels/webhook.ts'
 import type { ChannelKind } from './types.ts'
 
 /** Kind name -> kind, as the notifications loader looks them up. */
@@ -14,5 +21,82 @@ export const CUSTOM_CHANNEL_KIND = 'custom'
  * loader nor the outbox changes.
  */
 export const BUILT_IN_CHANNEL_KINDS: ChannelKindRegistry = new Map<string, ChannelKind>(
-  ([] as ChannelKind[]).map((kind) => [kind.kind, kind]),
+  ([webhookKind, slackKind, emailKind] as ChannelKind[]).map((kind) => [kind.kind, kind]),
 )
+
+/** What `module:` may name: a TypeScript or JavaScript module (tsx runs the .ts ones). */
+export const CHANNEL_MODULE_PATH = /\.(?:ts|mts|js|mjs)$/
+const KIND_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/
+
+export type LoadedChannelKind = { ok: true; kind: ChannelKind } | { ok: false; message: string }
+
+/** Why a default export is not a ChannelKind; null when it is one. */
+export function channelKindProblem(
+  value: unknown,
+  builtIns: ChannelKindRegistry = BUILT_IN_CHANNEL_KINDS,
+): string | null {
+  const shape = 'must be a channel kind { kind, secretFields, parse, create }'
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return `${shape}, got ${describeValue(value)}`
+  }
+  const v = value as Record<string, unknown>
+  if (typeof v.kind !== 'string' || !KIND_NAME.test(v.kind)) {
+    return `${shape}: "kind" must be a name (a letter, then letters, digits, _ or -), got ${describeValue(v.kind)}`
+  }
+  if (builtIns.has(v.kind) || v.kind === CUSTOM_CHANNEL_KIND) {
+    return `${shape}: kind "${v.kind}" is taken by a built-in kind`
+  }
+  if (!Array.isArray(v.secretFields) || !v.secretFields.every((f) => typeof f === 'string')) {
+    return `${shape}: "secretFields" must be a list of field names (may be empty), got ${describeValue(v.secretFields)}`
+  }
+  for (const method of ['parse', 'create'] as const) {
+    if (typeof v[method] !== 'function') {
+      return `${shape}: "${method}" must be a function, got ${describeValue(v[method])}`
+    }
+  }
+  return null
+}
+
+/**
+ * Imports a custom channel module (`module:` of a `kind: custom` channel, relative to `baseDir`)
+ * and checks its default export is a ChannelKind. Never throws: a module that is missing, fails
+ * to load or exports something else is a message the loader reports on the channel's `module`
+ * field. Node caches modules by URL: an edited module takes effect on restart.
+ */
+export async function loadCustomChannelKind(
+  modulePath: string,
+  baseDir: string,
+  builtIns: ChannelKindRegistry = BUILT_IN_CHANNEL_KINDS,
+): Promise<LoadedChannelKind> {
+  if (!CHANNEL_MODULE_PATH.test(modulePath)) {
+    return {
+      ok: false,
+      message: `must be a module path ending in .ts, .mts, .js or .mjs, got ${describeValue(modulePath)}`,
+    }
+  }
+  const absolute = path.resolve(baseDir, modulePath)
+  let real: string
+  try {
+    if (!(await stat(absolute)).isFile()) throw new Error('not a file')
+    real = await realpath(absolute)
+  } catch {
+    return {
+      ok: false,
+      message: `cannot load channel module "${modulePath}": no such file ${absolute} (paths are relative to ${baseDir})`,
+    }
+  }
+  let exported: unknown
+  try {
+    const mod = (await import(pathToFileURL(real).href)) as { default?: unknown }
+    exported = mod.default
+  } catch (err) {
+    return {
+      ok: false,
+      message: `cannot load channel module "${modulePath}": ${(err as Error).message}`,
+    }
+  }
+  const problem = channelKindProblem(exported, builtIns)
+  return problem === null
+    ? { ok: true, kind: exported as ChannelKind }
+    : { ok: false, message: `channel module "${modulePath}": default export ${problem}` }
+}
