@@ -23,30 +23,37 @@ export function formatNumber(value: number): string {
   return String(Number(value.toPrecision(12)))
 }
 
-/** Fills `{name}` placeholders; an unknown name is left as written. */
-export function renderMessage(
+/**
+ * Fills `{name}` placeholders; an unknown name is left as written. Notification templates pass
+ * more names (`{count}`, `{message}`: src/notify/templates.ts).
+ */
+export function renderMessage<Name extends string = MessagePlaceholder>(
   template: string,
-  values: Readonly<Partial<Record<MessagePlaceholder, string | number>>>,
+  values: Readonly<Partial<Record<Name, string | number>>>,
 ): string {
   return template.replace(PLACEHOLDER, (whole, name: string) => {
-    const value = values[name as MessagePlaceholder]
+    const value = values[name as Name]
     if (value === undefined) return whole
     return typeof value === 'number' ? formatNumber(value) : value
   })
 }
 
-/** Problems of a template (not text, empty, unknown placeholders); empty when it is fine. */
-export function templateProblems(value: unknown, describe: (v: unknown) => string): string[] {
+/**
+ * Problems of a template (not text, empty, unknown placeholders); empty when it is fine. `known`:
+ * the placeholders allowed, the rule message ones unless a notification template asks for more.
+ */
+export function templateProblems(
+  value: unknown,
+  describe: (v: unknown) => string,
+  known: readonly string[] = MESSAGE_PLACEHOLDERS,
+): string[] {
   if (typeof value !== 'string' || value.trim() === '') {
     return [`must be a non-empty text, got ${describe(value)}`]
   }
-  const known: readonly string[] = MESSAGE_PLACEHOLDERS
   const problems: string[] = []
   for (const [, name] of value.matchAll(PLACEHOLDER)) {
     if (!known.includes(name as string)) {
-      problems.push(
-        `unknown placeholder {${name}}; known: ${MESSAGE_PLACEHOLDERS.map((p) => `{${p}}`).join(' ')}`,
-      )
+      problems.push(`unknown placeholder {${name}}; known: ${known.map((p) => `{${p}}`).join(' ')}`)
     }
   }
   return problems

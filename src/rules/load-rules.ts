@@ -81,7 +81,7 @@ function editDistance(a: string, b: string): number {
 }
 
 /** ` (did you mean "above"?)` when a known name is a likely typo of `name`, else empty. */
-function suggestion(name: string, known: readonly string[]): string {
+export function suggestion(name: string, known: readonly string[]): string {
   let best: string | null = null
   let bestDistance = 3
   for (const candidate of known) {
@@ -94,7 +94,13 @@ function suggestion(name: string, known: readonly string[]): string {
   return best === null ? '' : ` (did you mean "${best}"?)`
 }
 
-function unknownKeys(value: Raw, known: readonly string[], prefix: string, problems: Problems) {
+/** One problem per key of `value` not in `known`, as `{prefix}.{key}`, with a likely fix. */
+export function unknownKeys(
+  value: Raw,
+  known: readonly string[],
+  prefix: string,
+  problems: Problems,
+) {
   for (const key of Object.keys(value)) {
     if (!known.includes(key)) {
       problems.push([

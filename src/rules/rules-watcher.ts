@@ -16,9 +16,12 @@ export interface RulesWatcher {
  */
 export function watchRulesFile<Rules>(
   deps: { log: Logger; load: () => Promise<Rules>; apply: (rules: Rules) => void },
-  options: { file: string; debounceMs?: number },
+  options: { file: string; debounceMs?: number; subject?: string },
 ): RulesWatcher {
-  const log = deps.log.child({ module: 'rules-watcher' })
+  // The same watcher serves the notifications file (src/notify/load-notifications.ts): `subject`
+  // names what the log lines are about.
+  const subject = options.subject ?? 'rules'
+  const log = deps.log.child({ module: `${subject}-watcher` })
   const file = path.resolve(options.file)
   const debounceMs = options.debounceMs ?? 100
   let timer: NodeJS.Timeout | undefined
@@ -33,12 +36,12 @@ export function watchRulesFile<Rules>(
         const rules = await deps.load()
         if (closed) return false
         deps.apply(rules)
-        log.info({ file }, 'rules reloaded')
+        log.info({ file }, `${subject} reloaded`)
         return true
       } catch (err) {
         log.error(
           { file, problems: (err as Error).message },
-          'rules file rejected; the rules in force are kept',
+          `${subject} file rejected; the ${subject} in force are kept`,
         )
         return false
       }
@@ -54,10 +57,10 @@ export function watchRulesFile<Rules>(
       timer = setTimeout(() => void reload(), debounceMs)
     })
     watcher.on('error', (err) =>
-      log.warn({ err, file }, 'rules file watch failed; edits need a restart'),
+      log.warn({ err, file }, `${subject} file watch failed; edits need a restart`),
     )
   } catch (err) {
-    log.warn({ err, file }, 'cannot watch the rules file; edits need a restart')
+    log.warn({ err, file }, `cannot watch the ${subject} file; edits need a restart`)
   }
 
   return {
