@@ -38,9 +38,9 @@ export interface NotifierDeps {
   tagsOf: (deviceId: string) => Readonly<Record<string, string>> | undefined
   /** The router (src/notify/router.ts): which (route, channel, kind) an alert transition goes to. */
   routeAlert: (
+    config: NotificationsConfig,
     alert: Alert,
     tags: Readonly<Record<string, string>>,
-    config: NotificationsConfig,
   ) => readonly NotifyTarget[]
   /** The templates (src/notify/templates.ts). */
   render: (
@@ -221,7 +221,7 @@ export function createNotifier(
     if (config.routes.length === 0) return
     const nowMs = now()
     const tags = deps.tagsOf(alert.deviceId) ?? {}
-    const targets = deps.routeAlert(alert, tags, config)
+    const targets = deps.routeAlert(config, alert, tags)
     if (targets.length === 0 && alert.state === 'firing') return
     const silenced = targets.length > 0 && controls.isSilenced(alert, tags, nowMs)
     const kicked = new Set<string>()

@@ -87,7 +87,7 @@ function holdingChannel(name: string): NotificationChannel {
 }
 
 /** What the router would say in these tests: every route, on the transitions it lists. */
-function routeAlert(alert: Alert, _tags: unknown, config: NotificationsConfig): NotifyTarget[] {
+function routeAlert(config: NotificationsConfig, alert: Alert): NotifyTarget[] {
   const kind = alert.flapping ? 'flapping' : alert.state
   return config.routes
     .filter((route) => route.on.includes(kind))
