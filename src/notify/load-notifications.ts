@@ -12,7 +12,13 @@ import { type RulesWatcher, watchRulesFile } from '../rules/rules-watcher.ts'
 import type { Logger } from '../telemetry/logger.ts'
 import { toDurationMs } from '../util/duration.ts'
 import { parseYamlText } from '../util/yaml-text.ts'
-import { type ChannelKindRegistry, CUSTOM_CHANNEL_KIND } from './channel-kinds.ts'
+import {
+  CHANNEL_MODULE_PATH,
+  type ChannelKindRegistry,
+  CUSTOM_CHANNEL_KIND,
+  channelKindProblem,
+  loadCustomChannelKind,
+} from './channel-kinds.ts'
 import { DEFAULT_TEXT, DEFAULT_TITLE, NOTIFICATION_PLACEHOLDERS } from './templates.ts'
 import {
   type AlertMatchers,
@@ -41,7 +47,7 @@ export type LoadCustomChannelKind = (modulePath: string, baseDir: string) => Pro
 export interface NotificationsDeps {
   /** Kinds a channel's `kind:` may name (BUILT_IN_CHANNEL_KINDS). */
   kinds: ChannelKindRegistry
-  /** Imports `kind: custom` modules; without it such a channel is a problem. */
+  /** Imports `kind: custom` modules; default: loadCustomChannelKind (channel-kinds.ts). */
   loadCustom?: LoadCustomChannelKind
   /** Custom module paths are relative to this; default: the working directory. */
   baseDir?: string
@@ -88,7 +94,6 @@ const ROUTE_FIELDS = [
 ] as const
 const MATCH_FIELDS = ['severity', 'rule', 'device', 'metric', 'tags'] as const
 const DELIVERY_FIELDS = ['maxAttempts', 'maxAge', 'retryBase', 'retryMax'] as const
-const MODULE_PATH = /\.(?:ts|mts|js|mjs)$/
 const IDENTIFIER_TEXT = IDENTIFIER_PATTERN.source.replace(/^\^|\$$/g, '')
 const REDACTED = '[redacted]'
 const NO_MODULES: CustomChannelModules = new Map()
@@ -157,6 +162,16 @@ function integerField(
 
 // ---- secrets
 
+/** Texts in a secret field: the value, or every value inside it (`headers`: tokens). */
+function leafTexts(value: unknown, into: string[]): string[] {
+  if (typeof value === 'string' || typeof value === 'number') {
+    if (String(value) !== '') into.push(String(value))
+  } else if (typeof value === 'object' && value !== null) {
+    for (const inner of Object.values(value)) leafTexts(inner, into)
+  }
+  return into
+}
+
 /** The value at a dotted field path (`auth.pass`), if it is there. */
 function valueAt(raw: Raw, field: string): unknown {
   let value: unknown = raw
@@ -176,13 +191,11 @@ function secretTexts(raw: Raw, kind: ChannelKind | null): string[] {
   if (kind === null || !Array.isArray(kind.secretFields)) return []
   const texts = new Set<string>()
   for (const field of kind.secretFields) {
-    const value = valueAt(raw, field)
-    if (value === undefined || value === null || typeof value === 'object') continue
-    const text = String(value)
-    if (text === '') continue
-    for (const form of [text, JSON.stringify(text).slice(1, -1)]) {
-      texts.add(form)
-      if (form.length > 40) texts.add(form.slice(0, 40))
+    for (const text of leafTexts(valueAt(raw, field), [])) {
+      for (const form of [text, JSON.stringify(text).slice(1, -1)]) {
+        texts.add(form)
+        if (form.length > 40) texts.add(form.slice(0, 40))
+      }
     }
   }
   // Longest first: a secret's cut form is a prefix of the whole.
@@ -197,31 +210,6 @@ function redact(text: string, secrets: readonly string[]): string {
 
 // ---- channels
 
-/** A ChannelKind-shaped export, or why not. */
-function channelKindProblem(value: unknown, builtIns: ChannelKindRegistry): string | null {
-  const shape = 'must be a channel kind { kind, secretFields, parse, create }'
-  if (!isMapping(value)) return `${shape}, got ${describeValue(value)}`
-  if (!isIdentifier(value.kind)) {
-    return `${shape}: "kind" must be an identifier (${IDENTIFIER_TEXT}), got ${describeValue(value.kind)}`
-  }
-  if (builtIns.has(value.kind) || value.kind === CUSTOM_CHANNEL_KIND) {
-    return `${shape}: kind "${value.kind}" is taken by a built-in kind`
-  }
-  if (
-    !Array.isArray(value.secretFields) ||
-    !value.secretFields.every((f) => typeof f === 'string')
-  ) {
-    return `${shape}: "secretFields" must be a list of field names, got ${describeValue(value.secretFields)}`
-  }
-  if (typeof value.parse !== 'function') {
-    return `${shape}: "parse" must be a function, got ${describeValue(value.parse)}`
-  }
-  if (typeof value.create !== 'function') {
-    return `${shape}: "create" must be a function, got ${describeValue(value.create)}`
-  }
-  return null
-}
-
 function customKindOf(
   raw: Raw,
   modules: CustomChannelModules,
@@ -235,7 +223,7 @@ function customKindOf(
     return null
   }
   const file = raw[MODULE_FIELD]
-  if (typeof file !== 'string' || !MODULE_PATH.test(file)) {
+  if (typeof file !== 'string' || !CHANNEL_MODULE_PATH.test(file)) {
     problems.push([
       MODULE_FIELD,
       `must be a module path ending in .ts, .mts, .js or .mjs, got ${describeValue(file)}`,
@@ -246,7 +234,7 @@ function customKindOf(
   if (loaded === undefined) {
     problems.push([
       MODULE_FIELD,
-      `module "${file}" is not loaded (custom channels need loadNotificationsFile with a module loader)`,
+      `module "${file}" is not loaded (custom channels need loadNotificationsFile, which imports them)`,
     ])
     return null
   }
@@ -754,10 +742,22 @@ export function customModulePathsOf(data: unknown): string[] {
     for (const channel of data.channels) {
       if (!isMapping(channel) || channel.kind !== CUSTOM_CHANNEL_KIND) continue
       const file = channel[MODULE_FIELD]
-      if (typeof file === 'string' && MODULE_PATH.test(file)) paths.add(file)
+      if (typeof file === 'string' && CHANNEL_MODULE_PATH.test(file)) paths.add(file)
     }
   }
   return [...paths]
+}
+
+/**
+ * The kind from what loadCustomChannelKind gives: the kind, or `{ ok, kind | message }` (it is
+ * written to report rather than throw); a refusal becomes the error its channel reports.
+ */
+function kindOf(loaded: unknown): ChannelKind {
+  if (isMapping(loaded) && typeof loaded.ok === 'boolean') {
+    if (!loaded.ok) throw new Error(String(loaded.message))
+    return loaded.kind as ChannelKind
+  }
+  return loaded as ChannelKind
 }
 
 /** Imports each custom module once; never throws: a failure is the message its channel reports. */
@@ -767,17 +767,13 @@ async function loadCustomModules(
 ): Promise<CustomChannelModules> {
   const modules = new Map<string, CustomChannelModule>()
   const baseDir = deps.baseDir ?? process.cwd()
+  const load: LoadCustomChannelKind =
+    deps.loadCustom ??
+    (async (file, dir) => kindOf(await loadCustomChannelKind(file, dir, deps.kinds)))
   for (const file of paths) {
-    if (deps.loadCustom === undefined) {
-      modules.set(file, {
-        ok: false,
-        message: `cannot load channel module "${file}": no module loader was given`,
-      })
-      continue
-    }
     let kind: unknown
     try {
-      kind = await deps.loadCustom(file, baseDir)
+      kind = await load(file, baseDir)
     } catch (err) {
       modules.set(file, {
         ok: false,
@@ -785,6 +781,7 @@ async function loadCustomModules(
       })
       continue
     }
+    // The default loader checks this too; another one may not.
     const problem = channelKindProblem(kind, deps.kinds)
     modules.set(
       file,

@@ -3,6 +3,7 @@ import path from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
 import { loadConfig } from '../../../src/config/load-config.ts'
 import { ERROR_CODES, GatewayError } from '../../../src/errors.ts'
+import { BUILT_IN_CHANNEL_KINDS } from '../../../src/notify/channel-kinds.ts'
 import {
   DEFAULT_DELIVERY,
   type LoadCustomChannelKind,
@@ -276,7 +277,7 @@ describe('parseNotifications: errors name file, channel or route, and field', ()
     {
       name: 'custom module not loaded (pure parse)',
       text: 'channels:\n  - { name: pager, kind: custom, module: ./pager.ts }\n',
-      want: `${FILE}: channel "pager": field "module": module "./pager.ts" is not loaded (custom channels need loadNotificationsFile with a module loader)`,
+      want: `${FILE}: channel "pager": field "module": module "./pager.ts" is not loaded (custom channels need loadNotificationsFile, which imports them)`,
     },
     {
       name: 'route not a mapping',
@@ -571,16 +572,94 @@ describe('custom channel kinds', () => {
     expect((error as GatewayError).code).toBe(ERROR_CODES.notifications)
     expect((error as GatewayError).message.split('\n')).toEqual([
       `${file}: channel "a": field "module": cannot load channel module "./missing.ts": no such file ${path.join(dir.path, 'missing.ts')}`,
-      `${file}: channel "b": field "module": channel module "./junk.ts": default export must be a channel kind { kind, secretFields, parse, create }: "secretFields" must be a list of field names, got nothing`,
+      `${file}: channel "b": field "module": channel module "./junk.ts": default export must be a channel kind { kind, secretFields, parse, create }: "secretFields" must be a list of field names (may be empty), got nothing`,
       `${file}: channel "c": field "module": channel module "./webhook.ts": default export must be a channel kind { kind, secretFields, parse, create }: kind "hook" is taken by a built-in kind`,
     ])
   })
 
-  it('says a loader is missing rather than skipping the channel', async () => {
-    await writeFile(file, 'channels:\n  - { name: p, kind: custom, module: ./pager.ts }\n')
-    await expect(loadNotificationsFile(file, { kinds: TEST_KINDS })).rejects.toThrow(
-      `${file}: channel "p": field "module": cannot load channel module "./pager.ts": no module loader was given`,
+  it('imports modules with loadCustomChannelKind by default: the shipped example kind, a module of the folder', async () => {
+    await writeFile(
+      path.join(dir.path, 'null-kind.mjs'),
+      "export default { kind: 'null-kind', secretFields: [], parse: () => ({}), create: (name) => ({ name, kind: 'null-kind', deliver: async () => ({ ok: true }), close: async () => {} }) }\n",
     )
+    await writeFile(
+      file,
+      `channels:
+  - { name: audit, kind: custom, module: ${JSON.stringify(path.resolve('config/channels/append-file.ts'))}, path: ./x.jsonl }
+  - { name: nothing, kind: custom, module: ./null-kind.mjs }
+routes:
+  - { name: r, channels: [audit, nothing] }
+`,
+    )
+    const config = await loadNotificationsFile(file, { kinds: TEST_KINDS, baseDir: dir.path })
+    expect(config.channels.map((c) => [c.name, c.kind])).toEqual([
+      ['audit', 'append-file'],
+      ['nothing', 'null-kind'],
+    ])
+    expect(config.kinds.get('append-file')?.secretFields).toEqual([])
+    await writeFile(file, 'channels:\n  - { name: p, kind: custom, module: ./nope.ts }\n')
+    await expect(
+      loadNotificationsFile(file, { kinds: TEST_KINDS, baseDir: dir.path }),
+    ).rejects.toThrow(
+      `${file}: channel "p": field "module": cannot load channel module "./nope.ts": no such file ${path.join(dir.path, 'nope.ts')}`,
+    )
+  })
+
+  it('refuses two modules that claim one kind name', async () => {
+    await writeFile(
+      file,
+      'channels:\n  - { name: a, kind: custom, module: ./pager.ts, url: "http://h/" }\n  - { name: b, kind: custom, module: ./pager2.ts, url: "http://h/" }\n',
+    )
+    const twin = { ...pagerKind }
+    const error = await loadNotificationsFile(file, {
+      kinds: TEST_KINDS,
+      baseDir: dir.path,
+      loadCustom: async (p, base) => (p === './pager2.ts' ? twin : loadCustom(p, base)),
+    }).catch((e: Error) => e)
+    expect((error as Error).message).toBe(
+      `${file}: channel "b": field "module": module "./pager2.ts" names its kind "pager", as another module of this file does`,
+    )
+  })
+})
+
+describe('with the built-in channel kinds', () => {
+  const EXAMPLE = 'config/notifications.example.yaml'
+
+  it('the shipped example is valid, and nothing reads it by default', async () => {
+    const config = await loadNotificationsFile(EXAMPLE, { kinds: BUILT_IN_CHANNEL_KINDS })
+    expect(config.channels.map((c) => [c.name, c.kind])).toEqual([
+      ['ops-webhook', 'webhook'],
+      ['greenhouse-chat', 'slack'],
+      ['ops-email', 'email'],
+    ])
+    expect(config.routes.map((r) => [r.name, r.channels])).toEqual([
+      ['major-to-ops', ['ops-webhook', 'ops-email']],
+      ['greenhouse-storms', ['greenhouse-chat']],
+    ])
+    expect(config.delivery).toEqual(DEFAULT_DELIVERY)
+    expect(loadConfig({}).notificationsFile).toBe('')
+  })
+
+  it('never shows a webhook header, a Slack URL or an SMTP password in a problem', () => {
+    const token = 'Bearer tok-9f8e7d6c5b4a'
+    const slackUrl = 'https://hooks.slack.com/services/T0/B0/abcdefghijklmnop'
+    const password = 'pa55-w0rd-xyz'
+    const result = parseNotifications(
+      `channels:
+  - { name: w, kind: webhook, url: "http://h/", headers: { Authorization: ${JSON.stringify(`${token}\n`)} }, timeout: x }
+  - { name: s, kind: slack, url: ${JSON.stringify(slackUrl)}, concurrency: 0 }
+  - { name: e, kind: email, host: h, from: a@b.example, to: [c@d.example], auth: { user: u, pass: ${JSON.stringify(password)}, extra: ${JSON.stringify(password)} } }
+`,
+      FILE,
+      BUILT_IN_CHANNEL_KINDS,
+    )
+    expect(result.ok).toBe(false)
+    if (result.ok) return
+    expect(result.errors.length).toBeGreaterThanOrEqual(4)
+    const all = result.errors.join('\n')
+    for (const secret of ['tok-9f8e7d6c5b4a', 'abcdefghijklmnop', password]) {
+      expect(all).not.toContain(secret)
+    }
   })
 })
 
