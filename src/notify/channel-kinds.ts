@@ -1,6 +1,7 @@
 import { realpath, stat } from 'node:fs/promises'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { IDENTIFIER_PATTERN, isIdentifier } from '../contract/identifiers.ts'
 import { describeValue } from '../rules/describe-value.ts'
 import { emailKind } from './channels/email.ts'
 import { slackKind } from './channels/slack.ts'
@@ -26,9 +27,7 @@ export const BUILT_IN_CHANNEL_KINDS: ChannelKindRegistry = new Map<string, Chann
 
 /** What `module:` may name: a TypeScript or JavaScript module (tsx runs the .ts ones). */
 export const CHANNEL_MODULE_PATH = /\.(?:ts|mts|js|mjs)$/
-const KIND_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/
-
-export type LoadedChannelKind = { ok: true; kind: ChannelKind } | { ok: false; message: string }
+const IDENTIFIER_TEXT = IDENTIFIER_PATTERN.source.replace(/^\^|\$$/g, '')
 
 /** Why a default export is not a ChannelKind; null when it is one. */
 export function channelKindProblem(
@@ -40,8 +39,8 @@ export function channelKindProblem(
     return `${shape}, got ${describeValue(value)}`
   }
   const v = value as Record<string, unknown>
-  if (typeof v.kind !== 'string' || !KIND_NAME.test(v.kind)) {
-    return `${shape}: "kind" must be a name (a letter, then letters, digits, _ or -), got ${describeValue(v.kind)}`
+  if (!isIdentifier(v.kind)) {
+    return `${shape}: "kind" must be an identifier (${IDENTIFIER_TEXT}), got ${describeValue(v.kind)}`
   }
   if (builtIns.has(v.kind) || v.kind === CUSTOM_CHANNEL_KIND) {
     return `${shape}: kind "${v.kind}" is taken by a built-in kind`
@@ -59,20 +58,20 @@ export function channelKindProblem(
 
 /**
  * Imports a custom channel module (`module:` of a `kind: custom` channel, relative to `baseDir`)
- * and checks its default export is a ChannelKind. Never throws: a module that is missing, fails
- * to load or exports something else is a message the loader reports on the channel's `module`
- * field. Node caches modules by URL: an edited module takes effect on restart.
+ * and resolves its default export once it is a ChannelKind; rejects with an Error saying why not,
+ * the reason alone (no such file, the import failed, not a channel kind): the notifications loader
+ * (its default `loadCustom`) says which module, on the channel's `module` field. Node caches
+ * modules by URL: an edited module takes effect on restart.
  */
 export async function loadCustomChannelKind(
   modulePath: string,
   baseDir: string,
   builtIns: ChannelKindRegistry = BUILT_IN_CHANNEL_KINDS,
-): Promise<LoadedChannelKind> {
+): Promise<ChannelKind> {
   if (!CHANNEL_MODULE_PATH.test(modulePath)) {
-    return {
-      ok: false,
-      message: `must be a module path ending in .ts, .mts, .js or .mjs, got ${describeValue(modulePath)}`,
-    }
+    throw new Error(
+      `must be a module path ending in .ts, .mts, .js or .mjs, got ${describeValue(modulePath)}`,
+    )
   }
   const absolute = path.resolve(baseDir, modulePath)
   let real: string
@@ -80,23 +79,16 @@ export async function loadCustomChannelKind(
     if (!(await stat(absolute)).isFile()) throw new Error('not a file')
     real = await realpath(absolute)
   } catch {
-    return {
-      ok: false,
-      message: `cannot load channel module "${modulePath}": no such file ${absolute} (paths are relative to ${baseDir})`,
-    }
+    throw new Error(`no such file ${absolute} (paths are relative to ${baseDir})`)
   }
   let exported: unknown
   try {
     const mod = (await import(pathToFileURL(real).href)) as { default?: unknown }
     exported = mod.default
   } catch (err) {
-    return {
-      ok: false,
-      message: `cannot load channel module "${modulePath}": ${(err as Error).message}`,
-    }
+    throw new Error(`import failed: ${(err as Error)?.message ?? String(err)}`, { cause: err })
   }
   const problem = channelKindProblem(exported, builtIns)
-  return problem === null
-    ? { ok: true, kind: exported as ChannelKind }
-    : { ok: false, message: `channel module "${modulePath}": default export ${problem}` }
+  if (problem !== null) throw new Error(`default export ${problem}`)
+  return exported as ChannelKind
 }

@@ -5,7 +5,7 @@ import nodemailer from 'nodemailer'
 import type SMTPConnection from 'nodemailer/lib/smtp-connection'
 import { describeValue } from '../../rules/describe-value.ts'
 import type { ChannelKind, ChannelProblems, DeliveryResult, Notification } from '../types.ts'
-import { alertLines, isMapping, LOADER_FIELDS, unknownFields } from './fields.ts'
+import { isMapping, LOADER_FIELDS, unknownFields } from './fields.ts'
 import { redact } from './http-result.ts'
 
 /**
@@ -153,12 +153,13 @@ export function emailSubject(notification: Notification): string {
   return notification.title.replace(/\s+/g, ' ').trim()
 }
 
-/** The plain-text body: the text, each alert on a line, and the id receivers may dedupe by. */
+/**
+ * The plain-text body: the rendered text (the route's template; a group has each alert on a line)
+ * and a signature line with the id receivers may dedupe by.
+ */
 export function emailBody(notification: Notification): string {
   return [
     notification.text,
-    '',
-    ...alertLines(notification.alerts),
     '',
     '--',
     `Notification ${notification.id} (${notification.kind}, route ${notification.route}, channel ${notification.channel}) from sensor-gateway`,

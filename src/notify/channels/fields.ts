@@ -1,4 +1,3 @@
-import type { Alert } from '../../contract/types.ts'
 import { describeValue } from '../../rules/describe-value.ts'
 import type { ChannelProblems } from '../types.ts'
 
@@ -58,29 +57,6 @@ export function parseHttpUrl(
     return null
   }
   return value
-}
-
-/** `critical`, `major`, ... as the first word of an alert line. */
-function stateWord(alert: Alert): string {
-  return alert.flapping ? 'flapping' : alert.state
-}
-
-/**
- * One alert on one line (Slack groups, email bodies):
- * `CRITICAL firing dev-1 temperature 35 (threshold 28), rule t-high: <message>`.
- */
-export function alertLine(alert: Alert): string {
-  return `${alert.severity.toUpperCase()} ${stateWord(alert)} ${alert.deviceId} ${alert.metric} ${alert.value} (threshold ${alert.threshold}), rule ${alert.ruleId}: ${alert.message}`
-}
-
-/** Lines shown of a group at most; the rest is counted (a storm of 200 stays readable). */
-export const MAX_ALERT_LINES = 50
-
-/** Each alert on a line, the first MAX_ALERT_LINES of them, then `... and N more`. */
-export function alertLines(alerts: readonly Alert[]): string[] {
-  const lines = alerts.slice(0, MAX_ALERT_LINES).map(alertLine)
-  if (alerts.length > MAX_ALERT_LINES) lines.push(`... and ${alerts.length - MAX_ALERT_LINES} more`)
-  return lines
 }
 
 /**

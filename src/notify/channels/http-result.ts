@@ -160,6 +160,15 @@ export async function postJson(options: PostJsonOptions): Promise<DeliveryResult
   return result
 }
 
+/**
+ * A notification the channel cannot turn into a request (a malformed one from the outbox): the
+ * same stored notification would fail the same way on every attempt, so it is permanent.
+ */
+export function unbuildable(err: unknown): DeliveryResult {
+  const message = err instanceof Error ? err.message : String(err)
+  return { ok: false, permanent: true, error: `cannot build the message: ${message}` }
+}
+
 /** `https://host:port` of a URL: how an error names a receiver whose URL is a secret. */
 export function originOf(url: string): string {
   return new URL(url).origin

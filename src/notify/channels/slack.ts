@@ -1,7 +1,7 @@
 import type { Alert, Severity } from '../../contract/types.ts'
 import type { ChannelKind, Notification } from '../types.ts'
-import { alertLines, LOADER_FIELDS, parseHttpUrl, unknownFields } from './fields.ts'
-import { originOf, postJson } from './http-result.ts'
+import { LOADER_FIELDS, parseHttpUrl, unknownFields } from './fields.ts'
+import { originOf, postJson, unbuildable } from './http-result.ts'
 
 /**
  * `kind: slack`: a message to an incoming webhook `url` (Slack, Mattermost, Rocket.Chat). The
@@ -43,12 +43,25 @@ export interface SlackMessage {
   attachments: Array<{ color: string; fallback: string; text: string }>
 }
 
-/** The message: the title, and the text with, for a group, each alert on a line. */
+/**
+ * Lines of a message shown at most: the route's template already puts a group's alerts one per
+ * line, and a storm of 200 stays one readable message (Slack cuts messages past 40,000 chars).
+ */
+export const MAX_CHAT_LINES = 100
+
+function capLines(text: string): string {
+  const lines = text.split('\n')
+  if (lines.length <= MAX_CHAT_LINES) return text
+  const rest = lines.length - MAX_CHAT_LINES
+  return [
+    ...lines.slice(0, MAX_CHAT_LINES),
+    `... and ${rest} more line${rest === 1 ? '' : 's'}`,
+  ].join('\n')
+}
+
+/** The message: the title, and the rendered text (a group: each alert on a line) in an attachment. */
 export function slackMessage(notification: Notification): SlackMessage {
-  const body =
-    notification.alerts.length > 1
-      ? [notification.text, '', ...alertLines(notification.alerts)].join('\n')
-      : notification.text
+  const body = capLines(notification.text)
   return {
     text: escapeSlack(notification.title),
     attachments: [
@@ -80,8 +93,13 @@ export const slackKind: ChannelKind<SlackConfig> = {
     return {
       name,
       kind: 'slack',
-      deliver(notification, _attempt, signal) {
-        const body = JSON.stringify(slackMessage(notification))
+      async deliver(notification, _attempt, signal) {
+        let body: string
+        try {
+          body = JSON.stringify(slackMessage(notification))
+        } catch (err) {
+          return unbuildable(err)
+        }
         return postJson({ url: config.url, target, headers: {}, body, signal, secrets })
       },
       async close() {},

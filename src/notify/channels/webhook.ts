@@ -2,7 +2,7 @@ import { Webhook } from 'standardwebhooks'
 import { describeValue } from '../../rules/describe-value.ts'
 import type { ChannelKind, ChannelProblems, Notification } from '../types.ts'
 import { isMapping, LOADER_FIELDS, parseHttpUrl, unknownFields } from './fields.ts'
-import { postJson } from './http-result.ts'
+import { postJson, unbuildable } from './http-result.ts'
 
 /**
  * `kind: webhook`: a JSON POST of the notification (README "Notifications > Channels" documents
@@ -124,16 +124,21 @@ export const webhookKind: ChannelKind<WebhookConfig> = {
     return {
       name,
       kind: 'webhook',
-      deliver(notification, _attempt, signal) {
-        const body = webhookBody(notification)
+      async deliver(notification, _attempt, signal) {
+        let body: string
         // The id stays across attempts: receivers drop duplicates by it, signed or not.
         const headers: Record<string, string> = { ...config.headers, 'webhook-id': notification.id }
-        if (signer !== null) {
-          // Signed at each attempt with the time of that attempt, so a retry an hour later is not
-          // refused as a replay (receivers allow 5 minutes of skew).
-          const now = new Date()
-          headers['webhook-timestamp'] = String(Math.floor(now.getTime() / 1000))
-          headers['webhook-signature'] = signer.sign(notification.id, now, body)
+        try {
+          body = webhookBody(notification)
+          if (signer !== null) {
+            // Signed at each attempt with the time of that attempt, so a retry an hour later is
+            // not refused as a replay (receivers allow 5 minutes of skew).
+            const now = new Date()
+            headers['webhook-timestamp'] = String(Math.floor(now.getTime() / 1000))
+            headers['webhook-signature'] = signer.sign(notification.id, now, body)
+          }
+        } catch (err) {
+          return unbuildable(err)
         }
         return postJson({ url: config.url, target: config.url, headers, body, signal, secrets })
       },

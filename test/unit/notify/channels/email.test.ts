@@ -158,8 +158,6 @@ describe('email channel', () => {
       [
         'greenhouse-1 temperature = 41.5 > 35 & rising <fast>',
         '',
-        'CRITICAL firing greenhouse-1 temperature 41.5 (threshold 35), rule greenhouse-hot: greenhouse-1 temperature = 41.5 > 35',
-        '',
         '--',
         'Notification ntf_01JDX3S8Q4M5Z (firing, route critical-to-ops, channel ops) from sensor-gateway',
         '',
@@ -182,14 +180,16 @@ describe('email channel', () => {
     const mail = server.mails[0]!
     expect([mail.secure, mail.user, mail.to]).toEqual([true, USER, ['ops@farm.example']])
     const { headers, body } = parseMail(mail.raw)
-    expect(headers.get('subject')).toBe('[CRITICAL] 4 alerts: greenhouse-hot firing')
-    const lines = body.split('\n')
-    expect(lines.slice(0, 2)).toEqual(['4 devices over 35', ''])
-    expect(lines.slice(2, 6).map((l) => l.split(' ').slice(0, 4).join(' '))).toEqual([
-      'CRITICAL firing greenhouse-1 temperature',
-      'CRITICAL firing greenhouse-2 temperature',
-      'CRITICAL firing greenhouse-3 temperature',
-      'CRITICAL firing greenhouse-4 temperature',
+    expect(headers.get('subject')).toBe('[critical] greenhouse-hot: 4 alerts firing')
+    expect(body.split('\n')).toEqual([
+      'greenhouse-1: greenhouse-1 temperature = 36 > 35',
+      'greenhouse-2: greenhouse-2 temperature = 37 > 35',
+      'greenhouse-3: greenhouse-3 temperature = 38 > 35',
+      'greenhouse-4: greenhouse-4 temperature = 39 > 35',
+      '',
+      '--',
+      'Notification ntf_group_1 (firing, route critical-to-ops, channel ops) from sensor-gateway',
+      '',
     ])
   })
 

@@ -2,6 +2,11 @@ import { once } from 'node:events'
 import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { type Alert, alertId } from '../../../../src/contract/types.ts'
+import {
+  DEFAULT_TEXT,
+  DEFAULT_TITLE,
+  renderNotification,
+} from '../../../../src/notify/templates.ts'
 import type { ChannelProblems, Notification } from '../../../../src/notify/types.ts'
 
 /** An alert object as the engine publishes it on `alerts/{severity}/{deviceId}/{ruleId}`. */
@@ -41,17 +46,27 @@ export function notificationFixture(overrides: Partial<Notification> = {}): Noti
   }
 }
 
-/** A storm: `count` devices crossing the same threshold, sent as one notification. */
-export function groupFixture(count: number): Notification {
-  const alerts = Array.from({ length: count }, (_, i) =>
-    alertFixture({ deviceId: `greenhouse-${i + 1}`, value: 36 + i }),
-  )
-  return notificationFixture({
-    id: 'ntf_group_1',
-    alerts,
-    title: `[CRITICAL] ${count} alerts: greenhouse-hot firing`,
-    text: `${count} devices over 35`,
+/**
+ * A storm: `count` devices crossing the same threshold, as one notification whose title and text
+ * the route's default templates render (a group: one line per alert).
+ */
+export function groupFixture(count: number, overrides: Partial<Alert> = {}): Notification {
+  const alerts = Array.from({ length: count }, (_, i) => {
+    const deviceId = `greenhouse-${i + 1}`
+    return alertFixture({
+      deviceId,
+      value: 36 + i,
+      message: `${deviceId} temperature = ${36 + i} > 35`,
+      ...overrides,
+    })
   })
+  const kind = overrides.state === 'resolved' ? 'resolved' : 'firing'
+  const rendered = renderNotification(
+    { template: { title: DEFAULT_TITLE, text: DEFAULT_TEXT } },
+    kind,
+    alerts,
+  )
+  return notificationFixture({ id: 'ntf_group_1', kind, alerts, ...rendered })
 }
 
 /** Runs a kind's parse and returns the config and the problems as `field: message` lines. */

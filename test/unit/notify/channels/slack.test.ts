@@ -74,33 +74,30 @@ describe('slack channel', () => {
     }
     expect(await channel.deliver(mixed, 1, signal())).toEqual({ ok: true })
     const message = JSON.parse(receiver.requests[0]!.body) as SlackMessage
+    expect(message.text).toBe('[critical] greenhouse-hot: 3 alerts firing')
     expect(message.attachments).toHaveLength(1)
     expect(message.attachments[0]?.color).toBe(SEVERITY_COLORS.major)
     expect(message.attachments[0]?.text.split('\n')).toEqual([
-      '3 devices over 35',
-      '',
-      'MINOR firing gh-a temperature 41.5 (threshold 35), rule greenhouse-hot: gh-a temperature = 41.5 &gt; 35',
-      'MAJOR firing gh-b temperature 41.5 (threshold 35), rule greenhouse-hot: gh-b temperature = 41.5 &gt; 35',
-      'CRITICAL resolved gh-c temperature 41.5 (threshold 35), rule greenhouse-hot: gh-c temperature = 41.5 &gt; 35',
+      'greenhouse-1: greenhouse-1 temperature = 36 &gt; 35',
+      'greenhouse-2: greenhouse-2 temperature = 37 &gt; 35',
+      'greenhouse-3: greenhouse-3 temperature = 38 &gt; 35',
     ])
-    const resolved = {
-      ...group,
-      kind: 'resolved' as const,
-      alerts: group.alerts.map((a) => ({ ...a, state: 'resolved' as const })),
-    }
+    const resolved = groupFixture(3, { state: 'resolved' })
     expect(await channel.deliver(resolved, 1, signal())).toEqual({ ok: true })
-    expect((JSON.parse(receiver.requests[1]!.body) as SlackMessage).attachments[0]?.color).toBe(
-      RESOLVED_COLOR,
-    )
+    const second = JSON.parse(receiver.requests[1]!.body) as SlackMessage
+    expect(second.text).toBe('[critical] greenhouse-hot: 3 alerts resolved')
+    expect(second.attachments[0]?.color).toBe(RESOLVED_COLOR)
   })
 
-  it('a storm of 200 is one message with 50 lines and a count of the rest', async () => {
+  it('a storm of 200 is one message: 100 lines and a count of the rest', async () => {
     expect(await channel.deliver(groupFixture(200), 1, signal())).toEqual({ ok: true })
+    expect(receiver.requests).toHaveLength(1)
     const lines = (
       JSON.parse(receiver.requests[0]!.body) as SlackMessage
     ).attachments[0]!.text.split('\n')
-    expect(lines).toHaveLength(2 + 50 + 1)
-    expect(lines.at(-1)).toBe('... and 150 more')
+    expect(lines).toHaveLength(100 + 1)
+    expect(lines[99]).toBe('greenhouse-100: greenhouse-100 temperature = 135 &gt; 35')
+    expect(lines.at(-1)).toBe('... and 100 more lines')
   })
 
   it('refusals are mapped, and their texts never quote the URL path (the token)', async () => {
