@@ -28,7 +28,24 @@ export interface MetricsDeps {
       disconnected: number
     }
   }
+  /** The notification outbox (src/notify/notifier.ts); absent (no notifications file): no metrics. */
+  notifications?: {
+    stats(): {
+      channels: readonly string[]
+      outcomes: ReadonlyMap<string, Readonly<Record<NotificationOutcome, number>>>
+      pending: ReadonlyMap<string, number>
+      oldestPendingSeconds: number
+    }
+    onDelivered(listener: (channel: string, seconds: number) => void): void
+  }
 }
+
+type NotificationOutcome = 'delivered' | 'retried' | 'failed'
+const NOTIFICATION_OUTCOMES: readonly NotificationOutcome[] = ['delivered', 'retried', 'failed']
+/** From a local receiver's few milliseconds to retries over minutes and hours. */
+const NOTIFICATION_SECONDS_BUCKETS = [
+  0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600,
+]
 
 export interface MetricsOptions {
   /** Append the Node.js process metrics (CPU, memory, event-loop lag, GC); default true. */
@@ -257,6 +274,51 @@ export function createMetrics(deps: MetricsDeps, options: MetricsOptions = {}): 
         this.inc(rateLimiter.stats().disconnected)
       },
     })
+  }
+
+  const { notifications } = deps
+  if (notifications) {
+    new Counter({
+      name: 'gateway_notifications_total',
+      help: 'Notification delivery attempts by channel and outcome: delivered, retried (failed, tried again later), failed (dead-lettered).',
+      labelNames: ['channel', 'outcome'],
+      registers,
+      collect() {
+        this.reset()
+        const { channels, outcomes } = notifications.stats()
+        for (const channel of new Set([...channels, ...outcomes.keys()])) {
+          const counts = outcomes.get(channel)
+          for (const outcome of NOTIFICATION_OUTCOMES)
+            this.inc({ channel, outcome }, counts?.[outcome] ?? 0)
+        }
+      },
+    })
+    new Gauge({
+      name: 'gateway_notifications_pending',
+      help: 'Notifications in the outbox waiting for delivery (first try or retry), by channel.',
+      labelNames: ['channel'],
+      registers,
+      collect() {
+        this.reset()
+        for (const [channel, count] of notifications.stats().pending) this.set({ channel }, count)
+      },
+    })
+    new Gauge({
+      name: 'gateway_notifications_oldest_pending_seconds',
+      help: 'Age of the oldest notification waiting for delivery; 0 when none is.',
+      registers,
+      collect() {
+        this.set(notifications.stats().oldestPendingSeconds)
+      },
+    })
+    const deliverySeconds = new Histogram({
+      name: 'gateway_notification_delivery_seconds',
+      help: 'Time from a notification being written to the outbox to its delivery (retries included), by channel.',
+      labelNames: ['channel'],
+      buckets: NOTIFICATION_SECONDS_BUCKETS,
+      registers,
+    })
+    notifications.onDelivered((channel, seconds) => deliverySeconds.observe({ channel }, seconds))
   }
 
   new Gauge({
