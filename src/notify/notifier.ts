@@ -74,6 +74,7 @@ export interface NotifierStats {
 /** What the HTTP API reads and does (src/http/routes/notifications.ts). */
 export interface NotificationsView {
   list(query: { state: OutboxState; limit: number; channel?: string }): StoredNotification[]
+  get(id: string): StoredNotification | undefined
   /** A dead-lettered notification back to pending (same id), due now. */
   retry(id: string): 'retried' | 'not_found' | 'not_failed'
 }
@@ -356,6 +357,7 @@ export function createNotifier(
     },
 
     list: (query) => outbox.list(query),
+    get: (id) => outbox.get(id),
 
     retry(id) {
       const stored = outbox.get(id)
