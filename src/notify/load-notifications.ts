@@ -748,18 +748,6 @@ export function customModulePathsOf(data: unknown): string[] {
   return [...paths]
 }
 
-/**
- * The kind from what loadCustomChannelKind gives: the kind, or `{ ok, kind | message }` (it is
- * written to report rather than throw); a refusal becomes the error its channel reports.
- */
-function kindOf(loaded: unknown): ChannelKind {
-  if (isMapping(loaded) && typeof loaded.ok === 'boolean') {
-    if (!loaded.ok) throw new Error(String(loaded.message))
-    return loaded.kind as ChannelKind
-  }
-  return loaded as ChannelKind
-}
-
 /** Imports each custom module once; never throws: a failure is the message its channel reports. */
 async function loadCustomModules(
   paths: readonly string[],
@@ -768,8 +756,7 @@ async function loadCustomModules(
   const modules = new Map<string, CustomChannelModule>()
   const baseDir = deps.baseDir ?? process.cwd()
   const load: LoadCustomChannelKind =
-    deps.loadCustom ??
-    (async (file, dir) => kindOf(await loadCustomChannelKind(file, dir, deps.kinds)))
+    deps.loadCustom ?? ((file, dir) => loadCustomChannelKind(file, dir, deps.kinds))
   for (const file of paths) {
     let kind: unknown
     try {
