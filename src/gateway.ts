@@ -22,6 +22,7 @@ import { createIngest } from './ingest/ingest.ts'
 import { createOversizePublishes } from './ingest/oversize-publishes.ts'
 import { DEFAULT_PARSE_OPTIONS } from './ingest/parse-publish.ts'
 import { createSuppressedPublishes } from './ingest/suppressed-publishes.ts'
+import { ALERT_CONTROLS_FILE, createAlertControls } from './notify/alert-controls.ts'
 import { createPresence } from './presence/presence.ts'
 import { createDeviceIdleSweeper, effectiveIdleReleaseMs } from './rules/device-idle.ts'
 import { loadDeviceRegistry } from './rules/device-registry.ts'
@@ -177,7 +178,18 @@ export async function createGateway(
     { bus, publisher: broker, log },
     { logIntervalMs: config.ingest.deadLetterLogIntervalMs },
   )
-  const alertPublisher = createAlertPublisher({ bus, publisher: broker, log })
+  // Acknowledgements and silences (README, Notifications): the publisher puts an alert's
+  // acknowledgement in its retained message; the ack route asks the engine for the alert.
+  const alertControls = createAlertControls(
+    { bus, log, alertById: (id) => engine.alerts().find((alert) => alert.id === id) },
+    { file: path.resolve(config.dataDir, ALERT_CONTROLS_FILE) },
+  )
+  const alertPublisher = createAlertPublisher({
+    bus,
+    publisher: broker,
+    log,
+    withAck: alertControls.withAck,
+  })
   const engine = createRuleEngine({ bus, log, registry }, rules)
   // Memory follows the devices around, not every id ever seen (README, Limits: idle devices).
   const registered = new Set(registry.ids())
@@ -241,6 +253,7 @@ export async function createGateway(
       metrics,
       readiness: createReadinessCheck({ storeMonitor, broker, log, ...(redis ? { redis } : {}) }),
       security: security.http,
+      alertControls,
     },
     tls?.https ? { https: tls.https } : {},
   )
@@ -281,6 +294,8 @@ export async function createGateway(
       )
       presence.publishAllOffline()
     }
+    // An acknowledged firing that the store says is over (or fired anew) ends here.
+    alertControls.reconcile(engine.alerts())
     log.info(
       { alerts: restored.restored, devices: new Set(latest.map((r) => r.deviceId)).size },
       message,
@@ -375,6 +390,7 @@ export async function createGateway(
       metrics.stop()
       await store.close()
       spool?.close()
+      alertControls.close()
       await redis?.close()
       log.info({ ...ingest.stats(), rejectedByReason: deadLetters.counts() }, 'gateway stopped')
     })()

@@ -18,16 +18,23 @@ export interface AlertPublisher {
 /**
  * Publishes each alert transition retained at QoS 1, so the retained message on
  * `alerts/{severity}/{deviceId}/{ruleId}` is always the alert's current state and a subscriber
- * that connects late still learns it.
+ * that connects late still learns it. An acknowledgement is part of that state: each alert goes
+ * out through `withAck`, and `alert.acknowledged` publishes the acknowledged alert again.
  */
 export function createAlertPublisher(deps: {
   bus: EventBus
   publisher: MqttPublisher
   log: Logger
+  /** The alert with the acknowledgement of its current firing (src/notify/alert-controls.ts). */
+  withAck?: (alert: Alert) => Alert
 }): AlertPublisher {
   const log = deps.log.child({ module: 'alerts' })
+  const withAck = deps.withAck ?? ((alert: Alert) => alert)
   const publish = (alert: Alert) =>
-    deps.publisher.publish(alertTopic(alert), JSON.stringify(alert), { qos: 1, retain: true })
+    deps.publisher.publish(alertTopic(alert), JSON.stringify(withAck(alert)), {
+      qos: 1,
+      retain: true,
+    })
 
   deps.bus.on(OWNER, 'alert', (alert) => {
     log.debug(
@@ -36,6 +43,11 @@ export function createAlertPublisher(deps: {
     )
     publish(alert).catch((err: unknown) =>
       log.error({ err, ruleId: alert.ruleId, deviceId: alert.deviceId }, 'alert not published'),
+    )
+  })
+  deps.bus.on(OWNER, 'alert.acknowledged', (alert) => {
+    publish(alert).catch((err: unknown) =>
+      log.error({ err, alertId: alert.id }, 'acknowledged alert not published'),
     )
   })
   return {

@@ -26,6 +26,11 @@ export interface GatewayEvents {
   reading: Reading
   'reading.rejected': ReadingRejected
   alert: Alert
+  /**
+   * An alert's current firing was acknowledged (POST /api/alerts/{id}/ack): the alert as it is
+   * now, with `acknowledged` set. Not a transition: the retained alert is published again.
+   */
+  'alert.acknowledged': Alert
   'device.online': DevicePresence
   'device.offline': DevicePresence
   'store.error': StoreError

@@ -12,6 +12,8 @@ export interface ErrorBody {
 export type ErrorCode =
   | 'bad_request'
   | 'not_found'
+  /** The request is valid but the resource's state refuses it (acknowledging a resolved alert). */
+  | 'conflict'
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'internal'

@@ -5,6 +5,7 @@ import Fastify, {
   type FastifyRequest,
   LogController,
 } from 'fastify'
+import type { AlertControlsService } from '../notify/alert-controls.ts'
 import { type HttpSecurity, openHttpSecurity, registerHttpSecurity } from '../security/http-auth.ts'
 import type { ReadingStore } from '../store/reading-store.ts'
 import type { Logger } from '../telemetry/logger.ts'
@@ -12,6 +13,7 @@ import { createStoreMonitor } from '../telemetry/store-monitor.ts'
 import { errorHandler, notFoundHandler } from './errors.ts'
 import { describeOnly, registerOpenApi } from './openapi.ts'
 import { registerAggregateRoute } from './routes/aggregate.ts'
+import { registerAlertControlsRoutes } from './routes/alert-controls.ts'
 import { registerAlertsRoute } from './routes/alerts.ts'
 import { registerDashboardRoutes } from './routes/dashboard.ts'
 import { registerDevicesRoute } from './routes/devices.ts'
@@ -39,6 +41,8 @@ export interface HttpServerDeps {
    * headers are sent either way.
    */
   security?: HttpSecurity
+  /** Acknowledgements and silences; without it their routes do not exist. */
+  alertControls?: AlertControlsService
 }
 
 export interface HttpServerOptions {
@@ -96,7 +100,8 @@ export function createHttpServer(
     registerDevicesRoute(api, ctx)
     registerReadingsRoute(api, ctx)
     registerAggregateRoute(api, ctx)
-    registerAlertsRoute(api, ctx)
+    registerAlertsRoute(api, ctx, deps.alertControls?.withAck)
+    if (deps.alertControls) registerAlertControlsRoutes(api, deps.alertControls, ctx.now)
     registerRulesRoutes(api, deps.rules)
   })
   registerDashboardRoutes(app)

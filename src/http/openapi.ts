@@ -52,7 +52,8 @@ export function registerOpenApi(app: FastifyInstance): void {
               '`npm run app:add` printed. Needed only while the gateway requires authentication ' +
               '(it has credentials); without credentials it serves this machine only and asks for ' +
               'none. In the header only, never in the URL. Each route needs a role of the app: ' +
-              '`read-readings`, `read-alerts` or `admin` (admin has every role).',
+              '`read-readings`, `read-alerts`, `write-alerts` (acknowledge, silence; includes ' +
+              '`read-alerts`) or `admin` (admin has every role).',
           },
         },
       },
@@ -61,6 +62,7 @@ export function registerOpenApi(app: FastifyInstance): void {
         { name: 'devices', description: 'Devices and their latest values' },
         { name: 'alerts', description: 'Alert history and current alerts' },
         { name: 'rules', description: 'Loaded rules and dry runs' },
+        { name: 'silences', description: 'Silences: matching alerts are not notified' },
         { name: 'operations', description: 'Health, readiness and Prometheus metrics' },
       ],
     },
@@ -135,6 +137,7 @@ export function describeOnly(api: FastifyInstance): void {
 const ERROR_CODE_SET: Record<ErrorCode, true> = {
   bad_request: true,
   not_found: true,
+  conflict: true,
   payload_too_large: true,
   unsupported_media_type: true,
   internal: true,
@@ -267,5 +270,17 @@ export const alertSchema = {
     time: isoTime,
     message: { type: 'string' },
     flapping: { type: 'boolean' },
+    acknowledged: {
+      type: 'object',
+      required: ['by', 'at'],
+      additionalProperties: false,
+      description:
+        'Only on a firing alert whose current firing was acknowledged (POST /api/alerts/{id}/ack)',
+      properties: {
+        by: { type: 'string', description: 'App id of the token, or `loopback`' },
+        at: { ...epochMs, description: 'When it was acknowledged' },
+        comment: { type: 'string' },
+      },
+    },
   },
 } as const

@@ -64,5 +64,6 @@ export function alertJson(alert: Alert): AlertJson {
     time: isoTime(alert.ts),
     message: alert.message,
     flapping: alert.flapping,
+    ...(alert.acknowledged === undefined ? {} : { acknowledged: { ...alert.acknowledged } }),
   }
 }

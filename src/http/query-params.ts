@@ -1,5 +1,6 @@
 import { IDENTIFIER_PATTERN, isIdentifier } from '../contract/identifiers.ts'
 import { type AlertState, SEVERITIES } from '../contract/types.ts'
+import { SILENCE_STATES, type SilenceState } from '../notify/alert-controls.ts'
 import {
   AGGREGATE_FUNCTIONS,
   type AggregateFunction,
@@ -40,6 +41,7 @@ export type AlertStateFilter = (typeof ALERT_STATE_FILTERS)[number]
 const READINGS_PARAMS = ['device', 'metric', 'from', 'to', 'limit', 'order'] as const
 const AGGREGATE_PARAMS = ['device', 'metric', 'from', 'to', 'every', 'fn'] as const
 const ALERTS_PARAMS = ['state', 'device', 'rule', 'severity', 'from', 'to', 'limit'] as const
+const SILENCES_PARAMS = ['state'] as const
 const ORDERS = ['asc', 'desc'] as const
 
 /** Steps a human reads on a time axis; the default `every` is the first one giving <= 500 buckets. */
@@ -173,6 +175,17 @@ export function parseAlertsQuery(query: RawQuery, nowMs: number): Parsed<AlertsP
   if (from.value !== undefined) value.fromMs = from.value
   if (to.value !== undefined) value.toMs = to.value
   return { ok: true, value }
+}
+
+/** `GET /api/silences`: `state` (active, pending, expired) or none (every one kept). */
+export function parseSilencesQuery(query: RawQuery): Parsed<{ state?: SilenceState }> {
+  const params = collect(query, SILENCES_PARAMS)
+  if (!params.ok) return params
+  const state = optional(params.value, 'state', (name, raw) =>
+    parseOneOf(name, raw, SILENCE_STATES),
+  )
+  if (!state.ok) return state
+  return { ok: true, value: state.value === undefined ? {} : { state: state.value } }
 }
 
 /** For routes that take no parameters: anything given is a mistake worth a 400. */

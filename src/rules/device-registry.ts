@@ -21,7 +21,7 @@ import { describeValue } from './describe-value.ts'
  *   apps:
  *     - id: dashboard
  *       secret: scrypt$16384$8$1$<salt>$<hash>   # required: written by npm run app:add
- *       roles: [read-alerts, read-readings]      # read-alerts | read-readings | admin
+ *       roles: [read-alerts, read-readings]      # read-alerts | write-alerts | read-readings | admin
  *
  * Ids are one namespace (an id is the MQTT username and reserves that MQTT client id), so a device
  * and an app cannot share one. Unknown keys are errors, as in the rules file. Secrets are hashes

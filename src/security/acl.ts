@@ -13,6 +13,8 @@ import { isGatewayTopic, SENSOR_ROOT } from '../contract/topics.ts'
  * |                    |                                           | `gateway/deadletter/{id}` (why a publish   |
  * |                    |                                           | of its own was rejected)                   |
  * | app, read-alerts   | nothing                                   | `alerts/#`, `devices/+/status`             |
+ * | app, write-alerts  | nothing                                   | as read-alerts (it acknowledges alerts and |
+ * |                    |                                           | sets silences over HTTP, not MQTT)         |
  * | app, read-readings | nothing                                   | `sensors/#`                                |
  * | app, admin         | any topic the gateway does not own        | everything (`#`, `$SYS/#`)                 |
  *
@@ -20,7 +22,7 @@ import { isGatewayTopic, SENSOR_ROOT } from '../contract/topics.ts'
  * gateway-topics guard, which stays in force for admins too). A subscription is allowed when its
  * filter lies within one of the grants (`filterWithinGrant`), not when its text happens to match.
  */
-export const ROLES = ['read-alerts', 'read-readings', 'admin'] as const
+export const ROLES = ['read-alerts', 'write-alerts', 'read-readings', 'admin'] as const
 export type Role = (typeof ROLES)[number]
 
 export function isRole(value: unknown): value is Role {
@@ -39,6 +41,8 @@ export type Principal =
 /** Topic filters each role may subscribe to (and within). Admin is handled as "everything". */
 export const ROLE_GRANTS: Readonly<Record<Exclude<Role, 'admin'>, readonly string[]>> = {
   'read-alerts': ['alerts/#', 'devices/+/status'],
+  // Whoever acknowledges alerts must see them: write-alerts includes read-alerts.
+  'write-alerts': ['alerts/#', 'devices/+/status'],
   'read-readings': ['sensors/#'],
 }
 

@@ -31,6 +31,10 @@ export const HTTP_ACCESS: ReadonlyArray<{ method: string; url: string; access: H
   { method: 'GET', url: '/api/readings/aggregate', access: 'read-readings' },
   { method: 'GET', url: '/api/alerts', access: 'read-alerts' },
   { method: 'GET', url: '/api/rules', access: 'read-alerts' },
+  { method: 'POST', url: '/api/alerts/:id/ack', access: 'write-alerts' },
+  { method: 'GET', url: '/api/silences', access: 'read-alerts' },
+  { method: 'POST', url: '/api/silences', access: 'write-alerts' },
+  { method: 'DELETE', url: '/api/silences/:id', access: 'write-alerts' },
   { method: 'POST', url: '/api/rules/test', access: 'admin' },
   { method: 'GET', url: '/metrics', access: 'loopback-or-admin' },
 ]
@@ -57,7 +61,22 @@ export function requiredAccess(
 
 export function rolesGrant(roles: readonly Role[], access: Exclude<HttpAccess, 'public'>): boolean {
   if (roles.includes('admin')) return true
+  // Whoever acknowledges alerts and sets silences must see them: write-alerts includes read-alerts.
+  if (access === 'read-alerts' && roles.includes('write-alerts')) return true
   return access !== 'loopback-or-admin' && roles.includes(access)
+}
+
+/** Who made each request, as registerHttpSecurity found it (see callerOf). */
+const callers = new WeakMap<FastifyRequest, string>()
+
+/**
+ * Who made the request, for what it records (an acknowledgement's `by`, a silence's
+ * `createdBy`): the app id of its token; `loopback` when the gateway is anonymous on loopback (no
+ * credentials: whoever is on this machine); `anonymous` when it needs no token otherwise
+ * (ALLOW_ANONYMOUS_PUBLIC, or a server without the gateway's security).
+ */
+export function callerOf(request: FastifyRequest): string {
+  return callers.get(request) ?? 'anonymous'
 }
 
 /** `Bearer <appId>.<secret>` -> its parts; null when the header is not that. */
@@ -234,14 +253,17 @@ export function registerHttpSecurity(app: FastifyInstance, options: HttpSecurity
     ) {
       reply
         .code(204)
-        .header('access-control-allow-methods', 'GET, HEAD, POST')
+        .header('access-control-allow-methods', 'GET, HEAD, POST, DELETE')
         .header('access-control-allow-headers', 'Authorization, Content-Type')
         .header('access-control-max-age', String(CORS_MAX_AGE_SECONDS))
       return reply.send()
     }
     const problem = browserAccessProblem(request.headers, options, 'http')
     if (problem !== null) return refuse(reply, 403, problem)
-    if (!options.authRequired) return
+    if (!options.authRequired) {
+      if (options.loopbackOnly) callers.set(request, 'loopback')
+      return
+    }
     const path = request.url.split('?')[0] ?? '/'
     const access = requiredAccess(request.method, request.routeOptions.url, path)
     if (access === 'public') return
@@ -273,6 +295,7 @@ export function registerHttpSecurity(app: FastifyInstance, options: HttpSecurity
         `${REALM}, error="insufficient_scope"`,
       )
     }
+    callers.set(request, entry.id)
   })
 
   app.addHook('onSend', async (request, reply, payload) => {

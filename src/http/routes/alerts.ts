@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import { SEVERITIES } from '../../contract/types.ts'
+import { type Alert, SEVERITIES } from '../../contract/types.ts'
 import { fromStore, sendBadRequest } from '../errors.ts'
 import {
   alertSchema,
@@ -63,11 +63,19 @@ export const ALERTS_SCHEMA = {
   },
 } as const
 
-export function registerAlertsRoute(app: FastifyInstance, ctx: RouteContext): void {
+/**
+ * `withAck` adds the acknowledgement of a current firing (src/notify/alert-controls.ts); the
+ * store keeps transitions, not acknowledgements.
+ */
+export function registerAlertsRoute(
+  app: FastifyInstance,
+  ctx: RouteContext,
+  withAck: (alert: Alert) => Alert = (alert) => alert,
+): void {
   app.get('/api/alerts', { schema: ALERTS_SCHEMA }, async (request, reply) => {
     const parsed = parseAlertsQuery(request.query, ctx.now())
     if (!parsed.ok) return sendBadRequest(reply, parsed.message)
     const alerts = await fromStore('queryAlerts', () => ctx.store.queryAlerts(parsed.value))
-    return { alerts: alerts.map(alertJson) }
+    return { alerts: alerts.map((alert) => alertJson(withAck(alert))) }
   })
 }

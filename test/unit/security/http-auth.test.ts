@@ -60,6 +60,10 @@ describe('requiredAccess', () => {
       'GET /api/readings/aggregate',
       'GET /api/alerts',
       'GET /api/rules',
+      'POST /api/alerts/:id/ack',
+      'GET /api/silences',
+      'POST /api/silences',
+      'DELETE /api/silences/:id',
       'POST /api/rules/test',
       'GET /metrics',
     ])
@@ -77,6 +81,13 @@ describe('rolesGrant', () => {
     [['admin'], 'admin', true],
     [['admin'], 'loopback-or-admin', true],
     [['read-readings'], 'loopback-or-admin', false],
+    // Whoever acknowledges alerts must see them: write-alerts includes read-alerts, no more.
+    [['write-alerts'], 'write-alerts', true],
+    [['write-alerts'], 'read-alerts', true],
+    [['write-alerts'], 'read-readings', false],
+    [['write-alerts'], 'admin', false],
+    [['read-alerts'], 'write-alerts', false],
+    [['admin'], 'write-alerts', true],
   ] as const)('%o for %s: %s', (roles, access, granted) => {
     expect(rolesGrant(roles, access)).toBe(granted)
   })

@@ -74,11 +74,11 @@ describe('the registry of devices and apps', () => {
     },
     {
       text: `apps:\n  - id: ops\n    secret: ${HASH}\n`,
-      want: `${FILE}: app "ops": field "roles": is required: a list of read-alerts, read-readings, admin`,
+      want: `${FILE}: app "ops": field "roles": is required: a list of read-alerts, write-alerts, read-readings, admin`,
     },
     {
       text: `apps:\n  - id: ops\n    secret: ${HASH}\n    roles: [superuser]\n`,
-      want: `${FILE}: app "ops": field "roles": must be one of read-alerts, read-readings, admin, got "superuser"`,
+      want: `${FILE}: app "ops": field "roles": must be one of read-alerts, write-alerts, read-readings, admin, got "superuser"`,
     },
     {
       text: `apps:\n  - id: ops\n    secret: ${HASH}\n    roles: [admin]\n    tags: { a: b }\n`,
