@@ -5,9 +5,9 @@ import Database from 'better-sqlite3'
 import type { EventBus } from '../bus/event-bus.ts'
 import type { Alert, AlertAck } from '../contract/types.ts'
 import { ERROR_CODES, GatewayError } from '../errors.ts'
-import { compileDeviceMatcher, compileGlob, type IdMatcher } from '../rules/glob.ts'
 import type { Logger } from '../telemetry/logger.ts'
-import type { AlertControls, AlertMatchers, Silence } from './types.ts'
+import { alertMatches } from './router.ts'
+import type { AlertControls, Silence } from './types.ts'
 
 /** The file of acknowledgements and silences in DATA_DIR. */
 export const ALERT_CONTROLS_FILE = 'alert-controls.db'
@@ -95,11 +95,6 @@ interface HeldAck {
   ack: AlertAck
 }
 
-interface OpenSilence {
-  silence: Silence
-  matches: (alert: Alert, tags: Readonly<Record<string, string>>) => boolean
-}
-
 interface AckRow {
   alert_id: string
   since: number
@@ -139,18 +134,16 @@ export function createAlertControls(
     acks.set(row.alert_id, { since: row.since, ack })
   }
 
-  /** Every silence kept, by id; `open` holds the compiled ones not yet expired. */
+  /** Every silence kept, by id; `open` holds those not yet expired (what isSilenced reads). */
   const kept = new Map<string, Silence>()
-  let open: OpenSilence[] = []
+  let open: Silence[] = []
   pruneSilences.run(now() - historyMs)
   for (const row of silenceRows.all()) {
     const silence = JSON.parse(row.body) as Silence
     kept.set(silence.id, silence)
   }
   const refreshOpen = (nowMs: number) => {
-    open = [...kept.values()]
-      .filter((s) => s.endsAt > nowMs)
-      .map((silence) => ({ silence, matches: compileSilence(silence.matchers) }))
+    open = [...kept.values()].filter((s) => s.endsAt > nowMs)
   }
   refreshOpen(now())
   if (acks.size > 0 || kept.size > 0) {
@@ -189,8 +182,13 @@ export function createAlertControls(
     ackOf: (alertId) => acks.get(alertId)?.ack,
 
     isSilenced(alert, tags, nowMs) {
-      for (const { silence, matches } of open) {
-        if (nowMs >= silence.startsAt && nowMs < silence.endsAt && matches(alert, tags)) {
+      // The routes' matching (router.ts), so a silence takes exactly what a route would.
+      for (const silence of open) {
+        if (
+          nowMs >= silence.startsAt &&
+          nowMs < silence.endsAt &&
+          alertMatches(silence.matchers, alert, tags)
+        ) {
           return true
         }
       }
@@ -264,7 +262,7 @@ export function createAlertControls(
       }
       putSilence.run(silence.id, silence.endsAt, JSON.stringify(silence))
       kept.set(silence.id, silence)
-      open.push({ silence, matches: compileSilence(silence.matchers) })
+      open.push(silence)
       forget(nowMs)
       log.info(
         { silenceId: silence.id, createdBy, startsAt: silence.startsAt, endsAt: silence.endsAt },
@@ -333,40 +331,5 @@ function openFile(file: string): Database.Database {
       `cannot open the acknowledgements and silences file ${file}: ${(err as Error).message}`,
       { cause: err },
     )
-  }
-}
-
-/**
- * Whether a silence takes an alert, with AlertMatchers' meaning: null is any; rule, device and
- * metric are globs as in rules; every tag given must match (values are globs), so a device with
- * no such tag is not matched.
- * TODO(issue 15): use router.ts' alertMatches once it lands, so routes and silences share one.
- */
-function compileSilence(
-  matchers: Silence['matchers'],
-): (alert: Alert, tags: Readonly<Record<string, string>>) => boolean {
-  const full: AlertMatchers = { ...matchers, metric: matchers.metric ?? null }
-  const list = (patterns: readonly string[] | null): IdMatcher | null =>
-    patterns === null ? null : compileDeviceMatcher(patterns)
-  const rule = list(full.rule)
-  const device = list(full.device)
-  const metric = list(full.metric)
-  const severity = full.severity === null ? null : new Set<string>(full.severity)
-  const tags =
-    full.tags === null
-      ? null
-      : Object.entries(full.tags).map(([name, value]) => [name, compileGlob(value)] as const)
-  return (alert, deviceTags) => {
-    if (severity !== null && !severity.has(alert.severity)) return false
-    if (rule !== null && !rule(alert.ruleId)) return false
-    if (device !== null && !device(alert.deviceId)) return false
-    if (metric !== null && !metric(alert.metric)) return false
-    if (tags !== null) {
-      for (const [name, matches] of tags) {
-        const value = deviceTags[name]
-        if (value === undefined || !matches(value)) return false
-      }
-    }
-    return true
   }
 }
