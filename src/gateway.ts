@@ -23,6 +23,10 @@ import { createOversizePublishes } from './ingest/oversize-publishes.ts'
 import { DEFAULT_PARSE_OPTIONS } from './ingest/parse-publish.ts'
 import { createSuppressedPublishes } from './ingest/suppressed-publishes.ts'
 import { ALERT_CONTROLS_FILE, createAlertControls } from './notify/alert-controls.ts'
+import {
+  createGatewayNotifications,
+  loadGatewayNotifications,
+} from './notify/gateway-notifications.ts'
 import { createPresence } from './presence/presence.ts'
 import { createDeviceIdleSweeper, effectiveIdleReleaseMs } from './rules/device-idle.ts'
 import { loadDeviceRegistry } from './rules/device-registry.ts'
@@ -92,6 +96,11 @@ export async function createGateway(
   // refuses to start here (DESIGN §8).
   const security = createGatewaySecurity(config, { registry, bus, log, parseOptions })
   const rules = await loadRulesFile(config.rulesFile)
+  // A bad notifications file stops the start, naming every problem (README, Notifications).
+  const loadedNotifications =
+    config.notificationsFile === ''
+      ? undefined
+      : await loadGatewayNotifications(config.notificationsFile)
   // InfluxDB unreachable at start does not stop the start: the store's part of the restore waits.
   const opened = await openStore(config, log)
   const { store } = opened
@@ -191,6 +200,14 @@ export async function createGateway(
     withAck: alertControls.withAck,
   })
   const engine = createRuleEngine({ bus, log, registry }, rules)
+  // Notifications (README, Notifications): the outbox in DATA_DIR and the notifier on the bus,
+  // only with a notifications file; without one nothing is opened and nothing listens.
+  const notifications = loadedNotifications
+    ? createGatewayNotifications(
+        { bus, log, controls: alertControls, tagsOf: registry.tagsOf },
+        { file: config.notificationsFile, dataDir: config.dataDir, loaded: loadedNotifications },
+      )
+    : undefined
   // Memory follows the devices around, not every id ever seen (README, Limits: idle devices).
   const registered = new Set(registry.ids())
   const deviceIdle = createDeviceIdleSweeper(
@@ -244,6 +261,7 @@ export async function createGateway(
     instanceId,
     rateLimiter,
     ...(redis ? { redis } : {}),
+    ...(notifications ? { notifications: notifications.notifier } : {}),
   })
   const http = createHttpServer(
     {
@@ -253,6 +271,7 @@ export async function createGateway(
       metrics,
       readiness: createReadinessCheck({ storeMonitor, broker, log, ...(redis ? { redis } : {}) }),
       security: security.http,
+      ...(notifications ? { notifications: notifications.notifier } : {}),
       alertControls,
     },
     tls?.https ? { https: tls.https } : {},
@@ -383,6 +402,8 @@ export async function createGateway(
       await writer.flush()
       await writer.close()
       engine.stop()
+      // After the flush: the alerts it raised are in the outbox. Pending ones wait for the next start.
+      await notifications?.stop()
       deviceIdle.stop()
       alertPublisher.stop()
       deadLetters.stop()
@@ -405,6 +426,7 @@ export async function createGateway(
         await restoreState()
         engine.start()
         deviceIdle.start()
+        notifications?.start({ watch: config.rulesWatch })
         if (!opened.readyAtOpen) void restoreWhenStoreAnswers()
         if (config.rulesWatch) {
           rulesWatcher = watchRulesFile(

@@ -6,6 +6,7 @@ import Fastify, {
   LogController,
 } from 'fastify'
 import type { AlertControlsService } from '../notify/alert-controls.ts'
+import type { NotificationsView } from '../notify/notifier.ts'
 import { type HttpSecurity, openHttpSecurity, registerHttpSecurity } from '../security/http-auth.ts'
 import type { ReadingStore } from '../store/reading-store.ts'
 import type { Logger } from '../telemetry/logger.ts'
@@ -19,6 +20,7 @@ import { registerDashboardRoutes } from './routes/dashboard.ts'
 import { registerDevicesRoute } from './routes/devices.ts'
 import { registerHealthRoute } from './routes/health.ts'
 import { type MetricsEndpoint, registerMetricsRoute } from './routes/metrics.ts'
+import { registerNotificationsRoutes } from './routes/notifications.ts'
 import { registerReadingsRoute } from './routes/readings.ts'
 import { type ReadinessCheck, registerReadyRoute } from './routes/ready.ts'
 import { type RulesView, registerRulesRoutes } from './routes/rules.ts'
@@ -41,6 +43,8 @@ export interface HttpServerDeps {
    * headers are sent either way.
    */
   security?: HttpSecurity
+  /** The notification outbox; without it (no notifications file) its list is empty. */
+  notifications?: NotificationsView
   /** Acknowledgements and silences; without it their routes do not exist. */
   alertControls?: AlertControlsService
 }
@@ -103,6 +107,7 @@ export function createHttpServer(
     registerAlertsRoute(api, ctx, deps.alertControls?.withAck)
     if (deps.alertControls) registerAlertControlsRoutes(api, deps.alertControls, ctx.now)
     registerRulesRoutes(api, deps.rules)
+    registerNotificationsRoutes(api, deps.notifications)
   })
   registerDashboardRoutes(app)
   return app

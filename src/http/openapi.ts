@@ -63,6 +63,10 @@ export function registerOpenApi(app: FastifyInstance): void {
         { name: 'alerts', description: 'Alert history and current alerts' },
         { name: 'rules', description: 'Loaded rules and dry runs' },
         { name: 'silences', description: 'Silences: matching alerts are not notified' },
+        {
+          name: 'notifications',
+          description: 'The notification outbox: pending, dead-lettered, delivered; retry by hand',
+        },
         { name: 'operations', description: 'Health, readiness and Prometheus metrics' },
       ],
     },

@@ -1,6 +1,7 @@
 import { IDENTIFIER_PATTERN, isIdentifier } from '../contract/identifiers.ts'
 import { type AlertState, SEVERITIES } from '../contract/types.ts'
 import { SILENCE_STATES, type SilenceState } from '../notify/alert-controls.ts'
+import { OUTBOX_STATES, type OutboxState } from '../notify/outbox.ts'
 import {
   AGGREGATE_FUNCTIONS,
   type AggregateFunction,
@@ -192,6 +193,33 @@ export function parseSilencesQuery(query: RawQuery): Parsed<{ state?: SilenceSta
 export function parseNoQuery(query: RawQuery): Parsed<null> {
   const params = collect(query, [])
   return params.ok ? { ok: true, value: null } : params
+}
+
+/** States `GET /api/notifications` lists (the outbox's). */
+export const NOTIFICATION_STATES = OUTBOX_STATES
+const NOTIFICATIONS_PARAMS = ['state', 'channel', 'limit'] as const
+
+/** `GET /api/notifications`: `state` (default pending), `channel`, `limit`. */
+export function parseNotificationsQuery(
+  query: RawQuery,
+): Parsed<{ state: OutboxState; limit: number; channel?: string }> {
+  const params = collect(query, NOTIFICATIONS_PARAMS)
+  if (!params.ok) return params
+  const get = params.value
+  const state = optional(get, 'state', (name, raw) => parseOneOf(name, raw, OUTBOX_STATES))
+  if (!state.ok) return state
+  const channel = optional(get, 'channel', parseIdentifier)
+  if (!channel.ok) return channel
+  const limit = optional(get, 'limit', parseLimit)
+  if (!limit.ok) return limit
+  return {
+    ok: true,
+    value: {
+      state: state.value ?? 'pending',
+      limit: limit.value ?? DEFAULT_LIMIT,
+      ...(channel.value === undefined ? {} : { channel: channel.value }),
+    },
+  }
 }
 
 /**

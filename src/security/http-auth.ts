@@ -35,6 +35,8 @@ export const HTTP_ACCESS: ReadonlyArray<{ method: string; url: string; access: H
   { method: 'GET', url: '/api/silences', access: 'read-alerts' },
   { method: 'POST', url: '/api/silences', access: 'write-alerts' },
   { method: 'DELETE', url: '/api/silences/:id', access: 'write-alerts' },
+  { method: 'GET', url: '/api/notifications', access: 'read-alerts' },
+  { method: 'POST', url: '/api/notifications/:id/retry', access: 'write-alerts' },
   { method: 'POST', url: '/api/rules/test', access: 'admin' },
   { method: 'GET', url: '/metrics', access: 'loopback-or-admin' },
 ]

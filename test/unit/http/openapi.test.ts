@@ -10,6 +10,7 @@ import {
   parseAggregateQuery,
   parseAlertsQuery,
   parseNoQuery,
+  parseNotificationsQuery,
   parseReadingsQuery,
 } from '../../../src/http/query-params.ts'
 import { createDeviceRegistry } from '../../../src/rules/device-registry.ts'
@@ -66,6 +67,8 @@ const API_OPERATIONS = [
   ['get', '/api/alerts'],
   ['get', '/api/rules'],
   ['post', '/api/rules/test'],
+  ['get', '/api/notifications'],
+  ['post', '/api/notifications/{id}/retry'],
 ] as const
 
 type QueryParser = (query: unknown, nowMs: number) => Parsed<unknown>
@@ -77,12 +80,17 @@ const PARSERS: Record<string, QueryParser> = {
   'get /api/devices': parseNoQuery,
   'get /api/rules': parseNoQuery,
   'post /api/rules/test': parseNoQuery,
+  'get /api/notifications': parseNotificationsQuery,
+  'post /api/notifications/{id}/retry': parseNoQuery,
 }
 /**
  * What each operation needs once the gateway requires authentication (README "Who may do what
  * (HTTP)"): nothing, a token with this role, or a token only off this machine (`/metrics`).
  */
-const ACCESS: Record<string, 'public' | 'read-readings' | 'read-alerts' | 'admin' | 'off-host'> = {
+const ACCESS: Record<
+  string,
+  'public' | 'read-readings' | 'read-alerts' | 'write-alerts' | 'admin' | 'off-host'
+> = {
   'get /healthz': 'public',
   'get /readyz': 'public',
   'get /metrics': 'off-host',
@@ -92,6 +100,8 @@ const ACCESS: Record<string, 'public' | 'read-readings' | 'read-alerts' | 'admin
   'get /api/alerts': 'read-alerts',
   'get /api/rules': 'read-alerts',
   'post /api/rules/test': 'admin',
+  'get /api/notifications': 'read-alerts',
+  'post /api/notifications/{id}/retry': 'write-alerts',
 }
 /** An app of the secured server: it may read alerts, nothing else. */
 const APP_ID = 'alerts-reader'

@@ -64,6 +64,8 @@ describe('requiredAccess', () => {
       'GET /api/silences',
       'POST /api/silences',
       'DELETE /api/silences/:id',
+      'GET /api/notifications',
+      'POST /api/notifications/:id/retry',
       'POST /api/rules/test',
       'GET /metrics',
     ])
