@@ -5,6 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import type { Alert } from '../../src/contract/types.ts'
 import { generateSecret, hashSecret } from '../../src/security/credentials.ts'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.ts'
+import { type GatewayChild, startGatewayChild } from '../helpers/gateway-child.ts'
 import { connectClient, endAll, type ReceivedMessage, recordMessages } from '../helpers/mqtt.ts'
 import { runToEnd } from '../helpers/processes.ts'
 import { createTempDir, type TempDir } from '../helpers/temp-dir.ts'
@@ -382,4 +383,55 @@ describe('acknowledge and silence with credentials: the write-alerts role', () =
       'admin-app',
     )
   })
+})
+
+describe('acknowledge and silence across kill -9 (the gateway as a child process)', () => {
+  let child: GatewayChild | null = null
+  let dir: TempDir | null = null
+  afterAll(async () => {
+    child?.kill()
+    await child?.exited
+    await dir?.remove()
+  })
+
+  it('an acknowledgement and a silence written before SIGKILL are there after the restart', async () => {
+    dir = await createTempDir('gw-alert-controls-kill-')
+    const env = { DATA_DIR: path.join(dir.path, 'data') }
+    child = await startGatewayChild({ env })
+    const device = await connectClient(child.mqttUrl, { clientId: 'dev-kill' })
+    await device.publishAsync('sensors/dev-kill/temperature', '35', { qos: 1 })
+    await device.endAsync()
+    const running = child
+    await vi.waitFor(
+      async () => expect(await firingAlert(running.httpUrl, 'dev-kill')).toBeDefined(),
+      WAIT,
+    )
+    const acked = await post(ackUrl(child.httpUrl, 'dev-kill'), { comment: 'before the crash' })
+    expect(acked.status).toBe(200)
+    const ack = ((await acked.json()) as { alert: AlertJson }).alert.acknowledged
+    const created = await post(`${child.httpUrl}/api/silences`, {
+      matchers: { device: 'dev-kill' },
+      duration: '1h',
+      comment: 'before the crash',
+    })
+    expect(created.status).toBe(201)
+    const { silence } = (await created.json()) as { silence: SilenceJson }
+
+    child.kill()
+    expect(await child.exited).toBe('SIGKILL')
+    child = await startGatewayChild({ env })
+
+    expect((await firingAlert(child.httpUrl, 'dev-kill'))?.acknowledged).toEqual(ack)
+    const { code, stdout, stderr } = await runToEnd('mosquitto_sub', [
+      ...['-h', '127.0.0.1', '-p', new URL(child.mqttUrl).port, '-i', 'mosq-kill'],
+      ...['-t', topicOf('dev-kill'), '-C', '1', '-W', '5'],
+    ])
+    expect(code, stderr).toBe(0)
+    expect((JSON.parse(stdout.trim()) as Alert).acknowledged).toEqual(ack)
+    const active = (await (await get(`${child.httpUrl}/api/silences?state=active`)).json()) as {
+      silences: SilenceJson[]
+    }
+    expect(active.silences.map((s) => s.id)).toEqual([silence.id])
+    expect(await child.stop()).toBe(0)
+  }, 60_000)
 })
