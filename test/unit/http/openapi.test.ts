@@ -12,7 +12,12 @@ import {
   parseNoQuery,
   parseNotificationsQuery,
   parseReadingsQuery,
+  parseSilencesQuery,
 } from '../../../src/http/query-params.ts'
+import {
+  type AlertControlsService,
+  createAlertControls,
+} from '../../../src/notify/alert-controls.ts'
 import { createDeviceRegistry } from '../../../src/rules/device-registry.ts'
 import { createRuleEngine } from '../../../src/rules/rule-engine.ts'
 import { createRulesView } from '../../../src/rules/rules-view.ts'
@@ -69,7 +74,14 @@ const API_OPERATIONS = [
   ['post', '/api/rules/test'],
   ['get', '/api/notifications'],
   ['post', '/api/notifications/{id}/retry'],
+  ['post', '/api/alerts/{id}/ack'],
+  ['get', '/api/silences'],
+  ['post', '/api/silences'],
+  ['delete', '/api/silences/{id}'],
 ] as const
+
+/** Operations that create a resource: 201, not 200. */
+const CREATES: readonly string[] = ['post /api/silences']
 
 type QueryParser = (query: unknown, nowMs: number) => Parsed<unknown>
 /** The parser each route validates its query string with. */
@@ -82,6 +94,10 @@ const PARSERS: Record<string, QueryParser> = {
   'post /api/rules/test': parseNoQuery,
   'get /api/notifications': parseNotificationsQuery,
   'post /api/notifications/{id}/retry': parseNoQuery,
+  'post /api/alerts/{id}/ack': parseNoQuery,
+  'get /api/silences': parseSilencesQuery,
+  'post /api/silences': parseNoQuery,
+  'delete /api/silences/{id}': parseNoQuery,
 }
 /**
  * What each operation needs once the gateway requires authentication (README "Who may do what
@@ -102,6 +118,10 @@ const ACCESS: Record<
   'post /api/rules/test': 'admin',
   'get /api/notifications': 'read-alerts',
   'post /api/notifications/{id}/retry': 'write-alerts',
+  'post /api/alerts/{id}/ack': 'write-alerts',
+  'get /api/silences': 'read-alerts',
+  'post /api/silences': 'write-alerts',
+  'delete /api/silences/{id}': 'write-alerts',
 }
 /** An app of the secured server: it may read alerts, nothing else. */
 const APP_ID = 'alerts-reader'
@@ -215,6 +235,9 @@ describe('OpenAPI at /docs', () => {
   /** The same API with authentication required, as a gateway with credentials serves it. */
   let secured: FastifyInstance
   let doc: OpenApiDoc
+  let controls: AlertControlsService
+  /** A silence to expire (DELETE /api/silences/{id}). */
+  let silenceId: string
   /** Every route the server registered, as Fastify saw it. */
   const routes: RouteOptions[] = []
 
@@ -250,12 +273,34 @@ describe('OpenAPI at /docs', () => {
       }),
     )
     engine.restore([ALERT])
+    controls = createAlertControls(
+      { bus, log, now: () => NOW, alertById: (id) => engine.alerts().find((a) => a.id === id) },
+      { file: join(dir.path, 'alert-controls.db') },
+    )
+    const created = controls.createSilence(
+      {
+        matchers: { rule: null, device: ['gh-*'], severity: null, tags: null },
+        startsAt: NOW,
+        endsAt: NOW + 60 * MIN,
+        comment: 'to expire',
+      },
+      'test',
+    )
+    if (!created.ok) throw new Error(created.message)
+    silenceId = created.silence.id
     const metrics = createMetrics(
       { bus, writer, broker, engine, storeMonitor: monitor },
       { processMetrics: false },
     )
     app = createHttpServer(
-      { store, log, now: () => NOW, rules: createRulesView(engine), metrics },
+      {
+        store,
+        log,
+        now: () => NOW,
+        rules: createRulesView(engine),
+        metrics,
+        alertControls: controls,
+      },
       { requestLogging: 'off' },
     )
     // A cheap hash (the default cost is for registries): this test checks answers, not scrypt.
@@ -272,7 +317,15 @@ describe('OpenAPI at /docs', () => {
       verifier: createSecretVerifier(),
     }
     secured = createHttpServer(
-      { store, log, now: () => NOW, rules: createRulesView(engine), metrics, security },
+      {
+        store,
+        log,
+        now: () => NOW,
+        rules: createRulesView(engine),
+        metrics,
+        security,
+        alertControls: controls,
+      },
       { requestLogging: 'off' },
     )
     // Routes are registered by plugins, which load at ready(): this hook sees every one of them.
@@ -290,6 +343,7 @@ describe('OpenAPI at /docs', () => {
     await writer?.close()
     await broker?.close()
     await store?.close()
+    controls?.close()
     await dir?.remove()
   })
 
@@ -304,7 +358,10 @@ describe('OpenAPI at /docs', () => {
       expect(op.summary, `${method} ${path}`).toBeTruthy()
       expect(op.tags?.length, `${method} ${path}`).toBe(1)
       expect(tagNames).toContain(op.tags?.[0])
-      expect(Object.keys(op.responses)).toContain('200')
+      // A creation answers 201 (POST /api/silences); every other operation 200.
+      expect(Object.keys(op.responses)).toContain(
+        CREATES.includes(`${method} ${path}`) ? '201' : '200',
+      )
     }
     // Every route the server has (but HEAD twins and the docs themselves) is in the document.
     const documented = routes.filter(
@@ -419,7 +476,7 @@ describe('OpenAPI at /docs', () => {
   it('answers in the documented shapes, successes and errors', async () => {
     const rule = { id: 'hot', kind: 'threshold', match: { metric: 'temperature' }, above: 30 }
     const cases: Array<{
-      method: 'GET' | 'POST'
+      method: 'GET' | 'POST' | 'DELETE'
       url: string
       path: string
       status: number
@@ -476,6 +533,42 @@ describe('OpenAPI at /docs', () => {
         body: 'rule=x',
         contentType: 'text/plain',
       },
+      ...(['high-temperature%3Agh-1', 'nobody%3Agh-1', 'no-colon'] as const).map((id, i) => ({
+        method: 'POST' as const,
+        url: `/api/alerts/${id}/ack`,
+        path: '/api/alerts/{id}/ack',
+        status: [200, 404, 400][i] as number,
+        body: { comment: 'seen' },
+      })),
+      // After the ack: the firing alert carries `acknowledged`, as documented.
+      { method: 'GET', url: '/api/alerts?state=firing', path: '/api/alerts', status: 200 },
+      {
+        method: 'POST',
+        url: '/api/silences',
+        path: '/api/silences',
+        status: 201,
+        body: {
+          matchers: { severity: 'major', tags: { site: 'gh*' } },
+          duration: '1h',
+          comment: 'c',
+        },
+      },
+      {
+        method: 'POST',
+        url: '/api/silences',
+        path: '/api/silences',
+        status: 400,
+        body: { matchers: {}, duration: '1h', comment: 'c' },
+      },
+      { method: 'GET', url: '/api/silences', path: '/api/silences', status: 200 },
+      { method: 'GET', url: '/api/silences?state=nope', path: '/api/silences', status: 400 },
+      {
+        method: 'DELETE',
+        url: `/api/silences/${silenceId}`,
+        path: '/api/silences/{id}',
+        status: 200,
+      },
+      { method: 'DELETE', url: '/api/silences/unknown', path: '/api/silences/{id}', status: 404 },
     ]
     for (const c of cases) {
       const res = await app.inject({
