@@ -4,13 +4,20 @@ import { createFleet, type Fleet } from '../devices/fleet.ts'
 import { DEFAULT_FLEET_FILE, loadFleetFile } from '../devices/fleet-config.ts'
 import { addCredentials } from '../scripts/device-add.ts'
 import { loadConfig } from './config/load-config.ts'
+import { writeDemoNotificationsFile } from './demo/demo-notifications.ts'
+import {
+  describeReceivedWebhook,
+  newWebhookSecret,
+  startWebhookReceiver,
+} from './demo/webhook-receiver.ts'
 import { runGateway } from './main.ts'
 import { loadDeviceRegistry } from './rules/device-registry.ts'
 
 /**
  * `npm run demo`: the gateway and the device simulator in one process, for a first look.
  * Configuration is the gateway's (env, CONFIG); the fleet comes from devices/fleet.yaml with a
- * small share of malformed messages so the dead-letter topic has something to show.
+ * small share of malformed messages so the dead-letter topic has something to show. Alerts are
+ * notified as signed webhooks to a receiver the demo runs and prints (provisionNotifications).
  */
 const DEMO_MALFORMED_SHARE = 0.02
 
@@ -51,7 +58,47 @@ async function provisionSimulator(): Promise<ReadonlyMap<string, string> | undef
   return secrets
 }
 
+/**
+ * Unless the user names a notifications file of their own (NOTIFICATIONS_FILE, or the config
+ * file), the demo shows one channel working: it starts a webhook receiver on loopback (an
+ * OS-chosen port) that verifies each request's Standard Webhooks signature and prints one line per
+ * notification, writes DATA_DIR/demo-notifications.yaml (a webhook channel to it with a fresh
+ * secret, a route for major+ alerts) and points this process's gateway at that file.
+ * Returns what the banner says about notifications.
+ */
+async function provisionNotifications(): Promise<string[]> {
+  let config: ReturnType<typeof loadConfig>
+  try {
+    config = loadConfig(process.env)
+  } catch {
+    return []
+  }
+  if (config.notificationsFile !== '') {
+    return [`  Notifications: as configured in ${config.notificationsFile}`]
+  }
+  const secret = newWebhookSecret()
+  const receiver = await startWebhookReceiver({
+    secret,
+    onReceived(received) {
+      process.stdout.write(`  ${describeReceivedWebhook(received)}\n`)
+    },
+    // The gateway keeps the process alive; a start that fails must still be able to exit.
+    unref: true,
+  })
+  await mkdir(config.dataDir, { recursive: true })
+  process.env.NOTIFICATIONS_FILE = await writeDemoNotificationsFile(config.dataDir, {
+    url: receiver.url,
+    secret,
+  })
+  return [
+    `  Notifications: major and critical alerts go as signed webhooks to ${receiver.url},`,
+    '    a receiver this demo runs: it verifies each signature and prints a "webhook received" line',
+    `    per notification below. Channels and routes: ${process.env.NOTIFICATIONS_FILE}`,
+  ]
+}
+
 const passwords = await provisionSimulator()
+const notificationLines = await provisionNotifications()
 
 await runGateway({
   async onStarted(gateway, _config, log) {
@@ -85,6 +132,7 @@ await runGateway({
               '  (mosquitto_pub/sub below then need -u <id> -P <secret> of a device or app of yours)',
             ]
           : []),
+        ...notificationLines,
         '',
         '  Watch alerts and dead letters:',
         `    mosquitto_sub -h ${mqttHost} -p ${mqtt.port} -t 'alerts/#' -v`,

@@ -1,6 +1,7 @@
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile, stat, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import path from 'node:path'
+import { Webhook } from 'standardwebhooks'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { addCredentials } from '../../scripts/device-add.ts'
 import { createSqliteStore } from '../../src/store/sqlite-store.ts'
@@ -171,6 +172,73 @@ describe('the gateway as a real process (npm start)', () => {
     const anonymous = await fetch(`http://127.0.0.1:${httpPort}/api/devices`)
     expect(anonymous.status).toBe(401)
     expect(await readFile(registryFile, 'utf8')).toBe(userFile)
+    running.signal('SIGINT')
+    expect(await running.exited).toBe(0)
+  })
+
+  it('npm run demo notifies an alert as a signed webhook to the receiver it runs, which prints it', async () => {
+    const dir = await createTempDir('gw-demo-')
+    dirs.push(dir)
+    const dataDir = path.join(dir.path, 'data')
+    proc = startProcess('npm', ['run', 'demo', '--silent'], { ...BASE_ENV, DATA_DIR: dataDir })
+    const running = proc
+    const mqttPort = await vi.waitFor(
+      () => {
+        const line = running.logLines().find((l) => String(l.msg).startsWith('MQTT listening'))
+        expect(line, running.stderr()).toBeDefined()
+        return line?.port as number
+      },
+      { timeout: 20_000, interval: 50 },
+    )
+    // The banner says where notifications go: the receiver's URL, on an OS-chosen port.
+    const receiverUrl = await vi.waitFor(
+      () => {
+        const url = /signed webhooks to (http:\/\/127\.0\.0\.1:\d+\/\S+),/.exec(running.stdout())
+        expect(url, running.stdout()).not.toBeNull()
+        return url?.[1] as string
+      },
+      { timeout: 20_000, interval: 50 },
+    )
+    const notificationsFile = path.join(dataDir, 'demo-notifications.yaml')
+    expect((await stat(notificationsFile)).mode & 0o777).toBe(0o600)
+    expect(await readFile(notificationsFile, 'utf8')).toContain(receiverUrl)
+
+    // high-temperature (above 30, major) fires for a device of ours, whatever the simulator does.
+    const device = await connectClient(`mqtt://127.0.0.1:${mqttPort}`, { clientId: 'demo-probe' })
+    await device.publishAsync('sensors/demo-probe/temperature', '45', { qos: 1 })
+    await device.endAsync()
+    const receivedLine = () =>
+      running
+        .stdout()
+        .split('\n')
+        .find((l) => l.includes('webhook received') && l.includes('demo-probe'))
+    // The route groups alerts over 2 s: alone, the title names the device; grouped, the line does.
+    await vi.waitFor(() => expect(receivedLine(), running.stdout()).toBeDefined(), {
+      timeout: 20_000,
+      interval: 100,
+    })
+    expect(receivedLine()).toMatch(
+      /^ {2}\d\d:\d\d:\d\d webhook received, signature verified: \[major\] high-temperature.*firing.*\| id [0-9a-f-]{36}$/,
+    )
+
+    // The receiver does check: a request signed with another secret is refused and said so.
+    const body = JSON.stringify({ id: 'forged', title: 'forged', text: '', alerts: [] })
+    const forged = new Webhook(`whsec_${Buffer.alloc(32, 7).toString('base64')}`)
+    const res = await fetch(receiverUrl, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'webhook-id': 'forged',
+        'webhook-timestamp': String(Math.floor(Date.now() / 1000)),
+        'webhook-signature': forged.sign('forged', new Date(), body),
+      },
+      body,
+    })
+    expect(res.status).toBe(401)
+    await vi.waitFor(() => expect(running.stdout()).toContain('webhook REFUSED (401)'))
+    // The secret is in the file only, never printed.
+    expect(running.stdout() + running.stderr()).not.toContain('whsec_')
+
     running.signal('SIGINT')
     expect(await running.exited).toBe(0)
   })
