@@ -177,6 +177,7 @@ CREATE TABLE IF NOT EXISTS group_items (
   PRIMARY KEY (route, channel, kind, alert_id)
 );
 CREATE INDEX IF NOT EXISTS group_items_closes ON group_items (closes_at);
+CREATE INDEX IF NOT EXISTS group_items_seq ON group_items (seq);
 CREATE TABLE IF NOT EXISTS repeats (
   alert_id TEXT NOT NULL,
   route TEXT NOT NULL,
@@ -246,9 +247,11 @@ export function openOutbox(options: { file: string }): Outbox {
        OR (state = 'failed' AND updated_at < ?)`,
   )
 
-  const openGroupOf = db.prepare<[string, string, string], { closes_at: number; seq: number }>(
-    'SELECT closes_at, max(seq) AS seq FROM group_items WHERE route = ? AND channel = ? AND kind = ? GROUP BY closes_at',
+  // Index lookups only: a storm of 200 alerts into one window must not cost 200 scans of it.
+  const openGroupOf = db.prepare<[string, string, string], { closes_at: number }>(
+    'SELECT closes_at FROM group_items WHERE route = ? AND channel = ? AND kind = ? LIMIT 1',
   )
+  const lastSeq = db.prepare<[], { seq: number | null }>('SELECT max(seq) AS seq FROM group_items')
   const itemSeq = db.prepare<[string, string, string, string], { seq: number }>(
     'SELECT seq FROM group_items WHERE route = ? AND channel = ? AND kind = ? AND alert_id = ?',
   )
@@ -364,7 +367,8 @@ export function openOutbox(options: { file: string }): Outbox {
           kind,
           alertId: alert.id,
           closesAt: open?.closes_at ?? nowMs + windowMs,
-          seq: known?.seq ?? (open?.seq ?? 0) + 1,
+          // Arrival order across every group: an alert's first transition keeps its place.
+          seq: known?.seq ?? (lastSeq.get()?.seq ?? 0) + 1,
           alert: JSON.stringify(alert),
         })
       })()
