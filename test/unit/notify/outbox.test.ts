@@ -1,5 +1,5 @@
 import { join } from 'node:path'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createEventBus, type EventBus } from '../../../src/bus/event-bus.ts'
 import type { Alert } from '../../../src/contract/types.ts'
 import { createNotifier, type Notifier, type NotifyTarget } from '../../../src/notify/notifier.ts'
@@ -113,7 +113,7 @@ describe('notification outbox', () => {
     return outbox
   }
   let ids = 0
-  const notifierOn = (outbox: Outbox, bus: EventBus, route: Route) => {
+  const notifierOn = (outbox: Outbox, bus: EventBus, route: Route, realClock = false) => {
     const notifier = createNotifier(
       {
         bus,
@@ -124,7 +124,7 @@ describe('notification outbox', () => {
         routeAlert,
         render: (r, kind, alerts) => ({ title: `${r.name} ${kind} ${alerts.length}`, text: '' }),
         createChannel: (settings) => holdingChannel(settings.name),
-        now: () => clock,
+        now: realClock ? Date.now : () => clock,
         newId: () => `n-${++ids}`,
       },
       configOf(route),
@@ -336,6 +336,27 @@ describe('notification outbox', () => {
     bus.emit('alert', alertOf('gh-1', 'resolved', clock))
     expect(outbox.nextRepeatAt()).toBeUndefined()
     expect(pending(outbox).map((n) => n.kind)).toEqual(['repeat', 'resolved'])
+  })
+
+  it('closes grouping windows and sends reminders on its own timer (real clock)', async () => {
+    const outbox = open()
+    const bus = createEventBus(log)
+    notifierOn(
+      outbox,
+      bus,
+      routeOf({ groupWindowMs: 150, repeatIntervalMs: 400, on: ['firing'] }),
+      true,
+    )
+    const t = Date.now()
+    for (const id of ['gh-1', 'gh-2', 'gh-3']) bus.emit('alert', alertOf(id, 'firing', t))
+    expect(pending(outbox)).toEqual([])
+    await vi.waitFor(() => expect(pending(outbox)).toHaveLength(1), { timeout: 5_000 })
+    expect(pending(outbox)[0]?.alerts.map((a) => a.deviceId)).toEqual(['gh-1', 'gh-2', 'gh-3'])
+    // Reminders are one per alert, not grouped.
+    await vi.waitFor(
+      () => expect(pending(outbox).filter((n) => n.kind === 'repeat')).toHaveLength(3),
+      { timeout: 5_000 },
+    )
   })
 
   it('retries a dead-lettered notification by hand: back to pending, same id, attempts from zero', () => {
