@@ -119,7 +119,10 @@ const START_REQUESTS = [
   '/api/alerts?limit=50',
   '/api/alerts?state=firing',
   '/api/devices',
+  '/api/notifications?state=failed&limit=50',
+  '/api/notifications?state=pending&limit=50',
   '/api/rules',
+  '/api/silences',
 ]
 
 describe('dashboard sign-in when the gateway requires authentication', () => {

@@ -7,7 +7,9 @@ import type { Browser } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createFleet } from '../../devices/fleet.ts'
 import { createSensor, deviceSeed } from '../../devices/signals.ts'
+import { createEventBus } from '../../src/bus/event-bus.ts'
 import { createHttpServer } from '../../src/http/http-server.ts'
+import { createAlertControls } from '../../src/notify/alert-controls.ts'
 import { createSqliteStore } from '../../src/store/sqlite-store.ts'
 import { createSilentLogger } from '../../src/telemetry/logger.ts'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.ts'
@@ -459,11 +461,19 @@ describe('dashboard when the live link is down', () => {
     await store.writeReadings([
       { deviceId: 'dev-stored', metric: 'temperature', value: 18.5, ts: Date.now() - 60_000 },
     ])
+    const log = createSilentLogger()
+    // Acks and silences, as the gateway always has them (the page lists the silences).
+    const alertControls = createAlertControls(
+      { bus: createEventBus(log), log, alertById: () => undefined },
+      { file: path.join(dir.path, 'alert-controls.db') },
+    )
+    cleanups.push(async () => alertControls.close())
     const http = createHttpServer(
       {
         store,
-        log: createSilentLogger(),
+        log,
         rules: { list: () => [], dryRun: async () => ({ ok: false, errors: [] }) },
+        alertControls,
       },
       { requestLogging: 'off' },
     )

@@ -1,14 +1,9 @@
 import { forgetToken, parseToken, storedToken, storeToken } from './auth.js'
 import { createMetricChart } from './charts.js'
-import {
-  durationParam,
-  formatAgo,
-  formatTime,
-  formatUnit,
-  formatValue,
-  toLocalInput,
-} from './format.js'
+import { $, el, relativeTimeText, severityBadge, showMessage, timeEl } from './dom.js'
+import { durationParam, formatAgo, formatUnit, formatValue, toLocalInput } from './format.js'
 import { connectLive } from './live.js'
+import { createNotificationPanels } from './notifications.js'
 import { parseAlert, parseReadings, parseStatus } from './payloads.js'
 
 /**
@@ -33,8 +28,6 @@ const RESOLVED_SHOWN = 10
 const SEVERITY_ORDER = { critical: 0, major: 1, minor: 2, warning: 3, info: 4 }
 const TICK_MS = 5_000
 const RULES_REFRESH_MS = 60_000
-
-const $ = (id) => document.getElementById(id)
 
 const state = {
   /** id -> { id, status, statusTs, lastSeenMs, metrics: Map<metric, { value, ts, unit }> } */
@@ -76,24 +69,6 @@ function schedule() {
   })
 }
 
-function el(tag, props = {}, children = []) {
-  const node = document.createElement(tag)
-  for (const [key, value] of Object.entries(props)) {
-    if (value === undefined || value === null) continue
-    if (key === 'dataset') Object.assign(node.dataset, value)
-    else if (key in node && key !== 'role') node[key] = value
-    else node.setAttribute(key, value)
-  }
-  node.append(...children.filter((c) => c !== null && c !== undefined))
-  return node
-}
-
-function showMessage(id, text) {
-  const node = $(id)
-  node.textContent = text ?? ''
-  node.hidden = !text
-}
-
 // ---------------------------------------------------------------- HTTP API
 
 class ApiError extends Error {
@@ -114,21 +89,32 @@ class StaleAnswer extends Error {
   }
 }
 
-async function getJson(path, signal) {
+/**
+ * One API call with the session's token. `body`: sent as JSON (POST); without one, no body and
+ * no content type (the gateway refuses an empty JSON body). Resolves the JSON answer; rejects
+ * with an ApiError carrying the gateway's message and status (401 also ends the session).
+ */
+async function requestJson(path, { signal, method = 'GET', body } = {}) {
   const generation = session.generation
   const headers = { accept: 'application/json' }
   if (session.token) headers.authorization = `Bearer ${session.token.token}`
+  if (body !== undefined) headers['content-type'] = 'application/json'
   let res
   try {
-    res = await fetch(path, { signal, headers })
+    res = await fetch(path, {
+      signal,
+      method,
+      headers,
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    })
   } catch (err) {
     if (err.name === 'AbortError') throw err
     throw new ApiError('the gateway did not answer', 0)
   }
-  const body = await res.json().catch(() => null)
+  const answer = await res.json().catch(() => null)
   if (signal?.aborted || generation !== session.generation) throw new StaleAnswer()
   if (!res.ok) {
-    const message = body?.message ?? `HTTP ${res.status}`
+    const message = answer?.message ?? `HTTP ${res.status}`
     if (res.status === 401) {
       onUnauthorized(message)
       // The token was dropped and the data with it: the panels already say what to do.
@@ -136,8 +122,10 @@ async function getJson(path, signal) {
     }
     throw new ApiError(message, res.status)
   }
-  return body
+  return answer
 }
+
+const getJson = (path, signal) => requestJson(path, { signal })
 
 /** A panel's message when its data could not be loaded. */
 function loadFailure(what, err) {
@@ -145,6 +133,20 @@ function loadFailure(what, err) {
     ? `Sign in to see the ${what.toLowerCase()}.`
     : `${what} could not be loaded: ${err.message}`
 }
+
+/**
+ * Silences, the outbox and the alerts' Ack buttons (notifications.js). An acknowledgement the API
+ * answers is shown at once; the retained alert re-published on MQTT says the same a moment later.
+ */
+const notifications = createNotificationPanels({
+  api: requestJson,
+  loadFailure,
+  onAlert: (alert) => {
+    setCurrent(alert)
+    dirty.alerts = true
+    schedule()
+  },
+})
 
 // ---------------------------------------------------------------- sign-in
 
@@ -200,6 +202,7 @@ function endSession({ signedOut }) {
   showMessage('devices-message', 'Sign in to see the devices.')
   showMessage('alerts-message', 'Sign in to see the alerts.')
   showMessage('rules-message', 'Sign in to see the rules.')
+  notifications.signedOut()
 }
 
 /** The gateway refused the token (401): it is wrong, or no longer valid (a new secret). */
@@ -661,20 +664,6 @@ async function loadAlerts() {
   schedule()
 }
 
-function severityBadge(severity) {
-  return el('span', { className: 'sev', dataset: { severity }, textContent: severity })
-}
-
-function timeEl(ms, { ago = false } = {}) {
-  const text = ago ? `${formatTime(ms)} (${formatAgo(ms)})` : formatTime(ms)
-  return el('time', {
-    dateTime: new Date(ms).toISOString(),
-    title: new Date(ms).toString(),
-    textContent: text,
-    dataset: ago ? { agoMs: String(ms), agoStyle: 'time' } : {},
-  })
-}
-
 function renderAlerts() {
   const all = [...state.current.values()]
   const firing = all
@@ -693,9 +682,13 @@ function renderAlerts() {
 }
 
 function currentAlertItem(a) {
+  const acknowledged = a.state === 'firing' && a.acknowledged ? 'true' : 'false'
   return el(
     'li',
-    { className: 'alert', dataset: { alertId: a.id, state: a.state, severity: a.severity } },
+    {
+      className: 'alert',
+      dataset: { alertId: a.id, state: a.state, severity: a.severity, acknowledged },
+    },
     [
       el('div', { className: 'alert-top' }, [
         severityBadge(a.severity),
@@ -712,6 +705,7 @@ function currentAlertItem(a) {
         fact('Threshold', formatValue(a.threshold), 'threshold'),
         fact('Since', timeEl(a.since, { ago: true }), 'since'),
       ]),
+      notifications.alertControls(a),
     ],
   )
 }
@@ -853,7 +847,11 @@ function onMessage(topic, text, retained) {
     setCurrent(alert)
     addHistory(alert)
     dirty.alerts = true
-    if (!retained) refreshRulesSoon()
+    if (!retained) {
+      refreshRulesSoon()
+      // A transition is what puts notifications in the outbox.
+      notifications.refreshOutboxSoon()
+    }
   }
   schedule()
 }
@@ -877,12 +875,14 @@ function onLiveConnect(resumed) {
   if (!resumed) return
   // Back after a gap: what happened meanwhile is in the store, not in the live stream.
   void Promise.all([loadDevices(), loadAlerts(), loadRules()]).then(() => loadCharts())
+  notifications.load()
 }
 
 function loadAll() {
   void loadDevices()
   void loadAlerts()
   void loadRules()
+  notifications.load()
 }
 
 /** Forgets every device, chart, alert and rule shown (a session ended); loadAll fills them again. */
@@ -902,6 +902,7 @@ function resetData() {
   for (const id of ['devices-message', 'charts-message', 'alerts-message', 'rules-message']) {
     showMessage(id, null)
   }
+  notifications.reset()
   renderDetailHead()
   dirty.devices.clear()
   dirty.charts.clear()
@@ -916,11 +917,9 @@ function tick() {
   for (const node of document.querySelectorAll('[data-ago-ms]')) {
     const ms = Number(node.dataset.agoMs)
     if (!ms) continue
-    node.textContent =
-      node.dataset.agoStyle === 'time'
-        ? `${formatTime(ms, now)} (${formatAgo(ms, now)})`
-        : `seen ${formatAgo(ms, now)}`
+    node.textContent = relativeTimeText(ms, node.dataset.agoStyle ?? 'seen', now)
   }
+  notifications.tick(now)
   for (const chart of state.charts.values()) chart.redraw(now)
 }
 
@@ -949,6 +948,7 @@ function start() {
 
   $('sign-in-form').addEventListener('submit', (event) => void onSignIn(event))
   $('sign-out').addEventListener('click', onSignOut)
+  notifications.start()
   renderSession()
   startLive()
   loadAll()

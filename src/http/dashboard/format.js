@@ -45,6 +45,19 @@ export function formatAgo(ms, nowMs = Date.now()) {
   return `${Math.floor(h / 24)} d ago`
 }
 
+/** How long until a time to come: `in 5 min`; `now` once it is (about) here. */
+export function formatUntil(ms, nowMs = Date.now()) {
+  if (!Number.isFinite(ms)) return '–'
+  const s = Math.round((ms - nowMs) / 1000)
+  if (s < 5) return 'now'
+  if (s < 60) return `in ${s} s`
+  const min = Math.floor(s / 60)
+  if (min < 60) return `in ${min} min`
+  const h = Math.floor(min / 60)
+  if (h < 48) return `in ${h} h`
+  return `in ${Math.floor(h / 24)} d`
+}
+
 /** A duration in the API's own notation (`10s`, `5m`, `1h`, `1d`). */
 export function durationParam(ms) {
   for (const [unit, size] of [
