@@ -7,6 +7,7 @@ import { type Outbox, openOutbox } from '../../../src/notify/outbox.ts'
 import type {
   AlertAck,
   AlertControls,
+  ChannelSettings,
   DeliveryPolicy,
   Notification,
   NotificationChannel,
@@ -357,6 +358,50 @@ describe('notification outbox', () => {
       () => expect(pending(outbox).filter((n) => n.kind === 'repeat')).toHaveLength(3),
       { timeout: 5_000 },
     )
+  })
+
+  it('takes a reloaded file at once: new routes, channels created or closed only where they changed', async () => {
+    const outbox = open()
+    const bus = createEventBus(log)
+    const created: string[] = []
+    const closed: string[] = []
+    const first: NotificationsConfig = {
+      ...configOf(routeOf({ channels: ['a', 'b'] })),
+    }
+    const notifier = createNotifier(
+      {
+        bus,
+        log,
+        outbox,
+        controls,
+        tagsOf: () => ({}),
+        routeAlert,
+        render: () => ({ title: '', text: '' }),
+        createChannel(settings) {
+          created.push(`${settings.name}/${settings.timeoutMs}`)
+          return {
+            ...holdingChannel(settings.name),
+            close: async () => void closed.push(settings.name),
+          }
+        },
+        now: () => clock,
+      },
+      first,
+    )
+    notifiers.push(notifier)
+    expect(created).toEqual(['a/600000', 'b/600000'])
+    const [a, b] = first.channels as [ChannelSettings, ChannelSettings]
+    notifier.setConfig({
+      ...first,
+      channels: [a, { ...b, timeoutMs: 5_000 }, { ...a, name: 'c' }],
+      routes: [routeOf({ name: 'to-c', channels: ['c'] })],
+    })
+    // a unchanged: kept; b changed: created anew and the old one closed; c new.
+    expect(created).toEqual(['a/600000', 'b/600000', 'b/5000', 'c/600000'])
+    expect(closed).toEqual(['b'])
+    bus.emit('alert', alertOf('gh-1', 'firing'))
+    expect(pending(outbox).map((n) => [n.route, n.channel])).toEqual([['to-c', 'c']])
+    expect(notifier.stats().channels).toEqual(['a', 'b', 'c'])
   })
 
   it('retries a dead-lettered notification by hand: back to pending, same id, attempts from zero', () => {
