@@ -19,6 +19,7 @@ const SECRET = `whsec_${Buffer.alloc(32, 7).toString('base64')}`
 /** A notifications file: one webhook channel per receiver, one route to all of them. */
 function notificationsYaml(
   channels: Array<{ name: string; url: string; timeout?: string; concurrency?: number }>,
+  route: string[] = ['on: [firing, resolved]'],
   delivery = 'maxAttempts: 20\n  maxAge: 1h\n  retryBase: 50ms\n  retryMax: 200ms',
 ): string {
   const lines = ['channels:']
@@ -29,7 +30,7 @@ function notificationsYaml(
   }
   lines.push('routes:', '  - name: everything')
   lines.push(`    channels: [${channels.map((c) => c.name).join(', ')}]`)
-  lines.push('    on: [firing, resolved]', 'delivery:', `  ${delivery}`)
+  lines.push(...route.map((line) => `    ${line}`), 'delivery:', `  ${delivery}`)
   return `${lines.join('\n')}\n`
 }
 
@@ -234,6 +235,106 @@ describe('notifications of a running gateway (webhook channel, real receivers)',
     expect(scrape.types.has('gateway_notifications_total')).toBe(false)
     const { readdir } = await import('node:fs/promises')
     expect(await readdir(gw.dataDir)).not.toContain('outbox.db')
+  })
+})
+
+describe('grouping, acknowledgements and silences seen by a webhook receiver', () => {
+  const clients = new Set<MqttClient>()
+  const dirs: TempDir[] = []
+  let gw: TestGateway | undefined
+  let hook: Receiver | undefined
+
+  /** A gateway whose one route sends every alert to one receiver, with `route` lines. */
+  const start = async (route: string[]) => {
+    hook = await startReceiver()
+    const dir = await createTempDir('notify-it-')
+    dirs.push(dir)
+    const file = path.join(dir.path, 'notifications.yaml')
+    await writeFile(file, notificationsYaml([{ name: 'hook', url: `${hook.url}/hook` }], route))
+    gw = await startTestGateway({ NOTIFICATIONS_FILE: file })
+    const device = await connectClient(gw.mqttUrl, { clientId: `pub-${dirs.length}` })
+    clients.add(device)
+    return { gw, hook, device }
+  }
+  const bodies = (receiver: Receiver) =>
+    receiver.requests.map(
+      (r) => JSON.parse(r.body) as { kind: string; alerts: Array<{ deviceId: string }> },
+    )
+  const post = (url: string, body: unknown) =>
+    fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    })
+
+  afterEach(async () => {
+    await endAll(clients)
+    clients.clear()
+    await gw?.cleanup()
+    gw = undefined
+    await hook?.close()
+    hook = undefined
+    for (const d of dirs.splice(0)) await d.remove()
+  })
+
+  it('sends the alerts of one grouping window as one POST, firing and resolved each their own', async () => {
+    const { hook, device } = await start(['on: [firing, resolved]', 'group: 1s'])
+    const devices = ['gh-g1', 'gh-g2', 'gh-g3', 'gh-g4', 'gh-g5']
+    for (const id of devices)
+      await device.publishAsync(`sensors/${id}/temperature`, '35', { qos: 1 })
+    await vi.waitFor(() => expect(hook.requests).toHaveLength(1), { timeout: 10_000 })
+    for (const id of devices)
+      await device.publishAsync(`sensors/${id}/temperature`, '20', { qos: 1 })
+    await vi.waitFor(() => expect(hook.requests).toHaveLength(2), { timeout: 10_000 })
+    expect(bodies(hook).map((b) => [b.kind, b.alerts.map((a) => a.deviceId)])).toEqual([
+      ['firing', devices],
+      ['resolved', devices],
+    ])
+  })
+
+  it('reminds of an alert still firing until it is acknowledged', async () => {
+    const { gw, hook, device } = await start(['on: [firing]', 'repeat: 300ms'])
+    await device.publishAsync('sensors/gh-r1/temperature', '35', { qos: 1 })
+    await vi.waitFor(
+      () =>
+        expect(bodies(hook).filter((b) => b.kind === 'repeat').length).toBeGreaterThanOrEqual(2),
+      { timeout: 10_000 },
+    )
+    expect(bodies(hook)[0]?.kind).toBe('firing')
+    const ack = await post(
+      `${gw.httpUrl}/api/alerts/${encodeURIComponent('high-temperature:gh-r1')}/ack`,
+      { comment: 'on it' },
+    )
+    expect(ack.status).toBe(200)
+    // At most the reminder already written when the ack came; then none over 5 intervals.
+    const atAck = hook.requests.length
+    await new Promise((resolve) => setTimeout(resolve, 1_500))
+    expect(hook.requests.length).toBeLessThanOrEqual(atAck + 1)
+    const settled = hook.requests.length
+    await new Promise((resolve) => setTimeout(resolve, 600))
+    expect(hook.requests.length).toBe(settled)
+  })
+
+  it('notifies nothing of a silenced alert, which is still published on MQTT', async () => {
+    const { gw, hook, device } = await start(['on: [firing, resolved]'])
+    const silence = await post(`${gw.httpUrl}/api/silences`, {
+      matchers: { device: 'gh-quiet-*' },
+      duration: '1h',
+      comment: 'maintenance',
+    })
+    expect(silence.status).toBe(201)
+    const watcher = await connectClient(gw.mqttUrl, { clientId: 'watch-silence' })
+    clients.add(watcher)
+    const seen: string[] = []
+    watcher.on('message', (topic) => seen.push(topic))
+    await watcher.subscribeAsync('alerts/#', { qos: 1 })
+    await device.publishAsync('sensors/gh-quiet-1/temperature', '35', { qos: 1 })
+    await vi.waitFor(() => expect(seen).toContain('alerts/major/gh-quiet-1/high-temperature'))
+    // A device outside the silence, after it: its notification comes, the silenced one never did.
+    await device.publishAsync('sensors/gh-loud-1/temperature', '35', { qos: 1 })
+    await vi.waitFor(() => expect(hook.requests).toHaveLength(1), { timeout: 10_000 })
+    expect(bodies(hook).map((b) => b.alerts.map((a) => a.deviceId))).toEqual([['gh-loud-1']])
+    expect(await listNotifications(gw.httpUrl, 'pending')).toEqual([])
   })
 })
 
