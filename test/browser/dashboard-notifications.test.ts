@@ -215,6 +215,8 @@ describe('dashboard notifications: ack, silences, outbox', () => {
   }, 30_000)
 
   it('creates a silence from the page, lists it active, and expires it', async () => {
+    // Firing (again, if the test above ran): the alert offers a silence for itself.
+    await device.publishAsync('sensors/dev-n/temperature', '36.5', { qos: 1 })
     const { page, problems } = await openAs('ops')
     await page.locator('#silence-new summary').click()
     const form = page.locator('#silence-form')
@@ -225,7 +227,14 @@ describe('dashboard notifications: ack, silences, outbox', () => {
       .locator('#silence-form-message', { hasText: 'Not created: body field "matchers"' })
       .waitFor({ timeout: BOUND_MS })
 
-    await form.locator('[name="rule"]').fill('high-temperature')
+    // Silence on the alert fills in its rule and device.
+    await page
+      .locator('#alerts-current [data-alert-id="high-temperature:dev-n"] [data-action="silence"]')
+      .click()
+    expect(await form.locator('[name="rule"]').inputValue()).toBe('high-temperature')
+    expect(await form.locator('[name="device"]').inputValue()).toBe('dev-n')
+    expect(await page.locator('#silence-form-message').isHidden()).toBe(true)
+    await form.locator('[name="comment"]').fill('greenhouse maintenance')
     await form.locator('[name="device"]').fill('dev-n, gh-*')
     await form.locator('[name="duration"]').fill('1h')
     await form.locator('button[type="submit"]').click()

@@ -51,31 +51,50 @@ export function createNotificationPanels({ api, loadFailure, onAlert }) {
 
   // ------------------------------------------------------------------ acknowledge
 
-  /** What a current alert shows below its facts: who acknowledged it, or an Ack button. */
+  /**
+   * What a firing alert shows below its facts: who acknowledged it, or an Ack button; and a
+   * Silence button that fills the silence form with its rule and device.
+   */
   function alertControls(alert) {
     if (alert.state !== 'firing') return null
     const ack = alert.acknowledged
+    const fragment = document.createDocumentFragment()
     if (ack) {
-      return el('p', { className: 'alert-ack' }, [
-        'Acknowledged by ',
-        el('strong', { className: 'ack-by', textContent: ack.by }),
-        ' ',
-        timeEl(ack.at, { ago: true }),
-        ack.comment
-          ? el('span', { className: 'ack-comment', textContent: `: ${ack.comment}` })
-          : null,
-      ])
+      fragment.append(
+        el('p', { className: 'alert-ack' }, [
+          'Acknowledged by ',
+          el('strong', { className: 'ack-by', textContent: ack.by }),
+          ' ',
+          timeEl(ack.at, { ago: true }),
+          ack.comment
+            ? el('span', { className: 'ack-comment', textContent: `: ${ack.comment}` })
+            : null,
+        ]),
+      )
     }
-    return el('div', { className: 'alert-actions' }, [
-      el('button', {
-        type: 'button',
-        className: 'secondary small',
-        textContent: 'Ack',
-        title: `Acknowledge ${alert.ruleId} on ${alert.deviceId}`,
-        dataset: { action: 'ack' },
-        onclick: () => openAck(alert),
-      }),
-    ])
+    fragment.append(
+      el('div', { className: 'alert-actions' }, [
+        ack
+          ? null
+          : el('button', {
+              type: 'button',
+              className: 'secondary small',
+              textContent: 'Ack',
+              title: `Acknowledge ${alert.ruleId} on ${alert.deviceId}`,
+              dataset: { action: 'ack' },
+              onclick: () => openAck(alert),
+            }),
+        el('button', {
+          type: 'button',
+          className: 'secondary small',
+          textContent: 'Silence',
+          title: `New silence for ${alert.ruleId} on ${alert.deviceId}`,
+          dataset: { action: 'silence' },
+          onclick: () => silenceFor(alert),
+        }),
+      ]),
+    )
+    return fragment
   }
 
   function openAck(alert) {
@@ -219,6 +238,19 @@ export function createNotificationPanels({ api, loadFailure, onAlert }) {
       state.busy.delete(silence.id)
     }
     renderSilences()
+  }
+
+  /** Opens the silence form for the alert's rule and device, ready for the comment. */
+  function silenceFor(alert) {
+    const fields = $('silence-form').elements
+    for (const name of ['metric', 'tags', 'comment']) fields[name].value = ''
+    fields.severity.value = ''
+    fields.rule.value = alert.ruleId
+    fields.device.value = alert.deviceId
+    showMessage('silence-form-message', null)
+    $('silence-new').open = true
+    $('silences').scrollIntoView({ block: 'nearest' })
+    fields.comment.focus({ preventScroll: true })
   }
 
   /** `a, b*` -> the API's pattern list; empty -> undefined (any). */
