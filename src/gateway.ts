@@ -9,6 +9,7 @@ import { createMqttBroker } from './broker/mqtt-broker.ts'
 import { createPlaceholderMarker } from './broker/packet-guard.ts'
 import { attachMqttWebSocket, MQTT_WEBSOCKET_PATH } from './broker/websocket.ts'
 import { createEventBus, type EventBus } from './bus/event-bus.ts'
+import { createClusterOutbox } from './cluster/cluster-outbox.ts'
 import { startClusterSync } from './cluster/cluster-sync.ts'
 import { createInstanceLease } from './cluster/instance-lease.ts'
 import { openRedisBackends } from './cluster/redis-backends.ts'
@@ -202,9 +203,26 @@ export async function createGateway(
   const engine = createRuleEngine({ bus, log, registry }, rules)
   // Notifications (README, Notifications): the outbox in DATA_DIR and the notifier on the bus,
   // only with a notifications file; without one nothing is opened and nothing listens.
+  // With Redis, pending notifications are mirrored in the lease's namespace: a crashed
+  // instance's are delivered by the survivor that takes it over (README, Scale-out).
+  const clusterOutbox =
+    clustered && loadedNotifications
+      ? createClusterOutbox({
+          redisUrl: config.cluster.redisUrl,
+          log,
+          member: (): string | undefined => lease?.member,
+          kick: () => notifications?.notifier.kick(),
+        })
+      : undefined
   const notifications = loadedNotifications
     ? createGatewayNotifications(
-        { bus, log, controls: alertControls, tagsOf: registry.tagsOf },
+        {
+          bus,
+          log,
+          controls: alertControls,
+          tagsOf: registry.tagsOf,
+          ...(clusterOutbox ? { wrapOutbox: clusterOutbox.wrap } : {}),
+        },
         { file: config.notificationsFile, dataDir: config.dataDir, loaded: loadedNotifications },
       )
     : undefined
@@ -237,7 +255,14 @@ export async function createGateway(
   // A crashed instance's devices are reported offline by a survivor (README, Scale-out).
   const lease = clustered
     ? createInstanceLease(
-        { redisUrl: config.cluster.redisUrl, bus, publisher: broker, presence, log },
+        {
+          redisUrl: config.cluster.redisUrl,
+          bus,
+          publisher: broker,
+          presence,
+          log,
+          ...(clusterOutbox ? { outbox: clusterOutbox } : {}),
+        },
         { instanceId, ttlMs: config.cluster.leaseTtlMs },
       )
     : undefined
@@ -248,6 +273,7 @@ export async function createGateway(
         engine,
         presence,
         ...(lease ? { lease } : {}),
+        ...(clusterOutbox ? { notifications: clusterOutbox } : {}),
         log,
       })
     : undefined
@@ -395,8 +421,6 @@ export async function createGateway(
       await broker.stopAccepting()
       await http.close()
       await broker.close()
-      // After the broker's close reported this instance's devices offline itself.
-      await lease?.stop()
       // Readings already accepted are written and evaluated first; the alerts that raises are
       // still queued by the writer, whose close() then writes them too.
       await writer.flush()
@@ -404,6 +428,10 @@ export async function createGateway(
       engine.stop()
       // After the flush: the alerts it raised are in the outbox. Pending ones wait for the next start.
       await notifications?.stop()
+      // The outbox's mirror written to the end, then the lease: the broker's close reported this
+      // instance's devices offline itself, and pending notifications stay for a survivor.
+      await clusterOutbox?.close()
+      await lease?.stop()
       deviceIdle.stop()
       alertPublisher.stop()
       deadLetters.stop()

@@ -25,6 +25,11 @@ export interface ClusterSyncDeps {
   presence: { remoteStatus(deviceId: string, status: DeviceStatus): void }
   /** This instance's device set in Redis (src/cluster/instance-lease.ts): a device moved away. */
   lease?: { remoteStatus(deviceId: string, status: DeviceStatus): void }
+  /**
+   * The notifications' outbox (src/cluster/cluster-outbox.ts): an alert another instance
+   * published is owned there now; this instance's reminders of it end. Adopting never notifies.
+   */
+  notifications?: { remoteAlert(alert: Alert): void }
   log: Logger
 }
 
@@ -50,7 +55,9 @@ export function startClusterSync(deps: ClusterSyncDeps): ClusterSync {
   const onAlert = (packet: AedesPacket, done: () => void) => {
     if (fromElsewhere(packet)) {
       try {
-        engine.adopt(JSON.parse(payloadText(packet)) as Alert)
+        const alert = JSON.parse(payloadText(packet)) as Alert
+        engine.adopt(alert)
+        deps.notifications?.remoteAlert(alert)
       } catch (err) {
         log.warn({ err, topic: packet.topic }, 'alert from another instance not understood')
       }

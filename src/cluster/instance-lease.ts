@@ -12,6 +12,11 @@ export const INSTANCES_KEY = 'gateway:instances'
 export const leaseKey = (member: string) => `gateway:instance:${member}`
 /** `gateway:instance:{member}:devices`: the devices the instance speaks for, a set. */
 export const devicesKey = (member: string) => `${leaseKey(member)}:devices`
+/**
+ * `gateway:instance:{member}:outbox`: the instance's pending notifications, a hash written by
+ * src/cluster/cluster-outbox.ts; a take-over moves it to the survivor's.
+ */
+export const outboxKey = (member: string) => `${leaseKey(member)}:outbox`
 
 /**
  * Renews the lease and (re)registers the member: returns 1 when the member was not registered,
@@ -27,8 +32,12 @@ return redis.call('SADD', KEYS[1], ARGV[1])
  * The take-over of a dead instance, atomic so exactly one survivor gets each dead instance: nil
  * when its lease exists again or another survivor already took it; else its devices that no
  * registered instance's device set holds (a device that reconnected elsewhere stays online), and
- * its keys are gone. KEYS: instances, dead lease, dead devices. ARGV: dead member, key prefix.
- * Lua's `false` is Redis' nil; an empty table an empty array.
+ * the fields of its outbox hash (pending notifications), which move into the survivor's hash in
+ * the same step: exactly one survivor gets them, and if it crashes before delivering them the
+ * next take-over finds them in its hash. Its keys are gone. KEYS: instances, dead lease, dead
+ * devices, dead outbox, survivor outbox. ARGV: dead member, key prefix. Returns
+ * {orphans, outbox fields and values flat}. Lua's `false` is Redis' nil; an empty table an
+ * empty array.
  */
 const TAKE_OVER = `
 if redis.call('EXISTS', KEYS[2]) == 1 then return false end
@@ -47,7 +56,26 @@ for _, device in ipairs(devices) do
   end
   if not served then orphans[#orphans + 1] = device end
 end
-return orphans
+local handed = redis.call('HGETALL', KEYS[4])
+for i = 1, #handed, 2 do redis.call('HSET', KEYS[5], handed[i], handed[i + 1]) end
+redis.call('DEL', KEYS[4])
+return {orphans, handed}
+`
+
+/**
+ * A clean stop: the lease and the device set go; the registration and the outbox hash stay when
+ * notifications are still pending, so a survivor takes them over at its next check (the lease is
+ * gone), else they go too. KEYS: instances, lease, devices, outbox. ARGV: member. Returns the
+ * number of pending notifications handed over.
+ */
+const STOP = `
+redis.call('DEL', KEYS[2], KEYS[3])
+local pending = redis.call('HLEN', KEYS[4])
+if pending == 0 then
+  redis.call('SREM', KEYS[1], ARGV[1])
+  redis.call('DEL', KEYS[4])
+end
+return pending
 `
 
 export interface InstanceLeaseDeps {
@@ -59,6 +87,11 @@ export interface InstanceLeaseDeps {
   /** What this instance's presence learns of the statuses it publishes for a dead instance. */
   presence: { remoteStatus(deviceId: string, status: DeviceStatus): void }
   log: Logger
+  /**
+   * Takes a dead instance's pending notifications (src/cluster/cluster-outbox.ts): the fields of
+   * its outbox hash, already moved into this instance's hash by the take-over.
+   */
+  outbox?: { adopt(dead: string, entries: ReadonlyMap<string, string>): number }
   now?: () => number
 }
 
@@ -85,7 +118,11 @@ export interface InstanceLease {
   forget(deviceId: string): 'released'
   /** One renewal and check now (also run every ttlMs / 3). */
   tick(): Promise<void>
-  /** Clean stop: the lease, the device set and the registration are removed. */
+  /**
+   * Clean stop: the lease, the device set and the registration are removed; with notifications
+   * still pending in the outbox hash, the registration and the hash stay for a survivor to take
+   * over (README, Scale-out: notifications).
+   */
   stop(): Promise<void>
 }
 
@@ -221,16 +258,31 @@ export function createInstanceLease(
     for (const [i, other] of members.entries()) {
       const [err, exists] = results[i] ?? [null, 1]
       if (err !== null || exists !== 0) continue
-      const orphans = (await redis.eval(
+      const taken = (await redis.eval(
         TAKE_OVER,
-        3,
+        5,
         INSTANCES_KEY,
         leaseKey(other),
         devicesKey(other),
+        outboxKey(other),
+        outboxKey(member),
         other,
         'gateway:instance:',
-      )) as string[] | null
-      if (orphans === null) continue
+      )) as [string[], string[]] | null
+      if (taken === null) continue
+      const [orphans, handed] = taken
+      if (handed.length > 0) {
+        const entries = new Map<string, string>()
+        for (let i = 0; i + 1 < handed.length; i += 2) {
+          entries.set(handed[i] as string, handed[i + 1] as string)
+        }
+        try {
+          deps.outbox?.adopt(other, entries)
+        } catch (err) {
+          // They stay in this instance's hash: the next take-over (of this one) finds them.
+          log.error({ err, dead: other }, 'pending notifications of a dead instance not taken')
+        }
+      }
       log.warn(
         { dead: other, devices: orphans.length },
         'instance lease expired: its devices reported offline',
@@ -301,11 +353,21 @@ export function createInstanceLease(
       deps.bus.removeOwner(OWNER)
       try {
         // Devices still connected were reported offline by the broker's close already.
-        await redis
-          .multi()
-          .srem(INSTANCES_KEY, member)
-          .del(leaseKey(member), devicesKey(member))
-          .exec()
+        const handed = (await redis.eval(
+          STOP,
+          4,
+          INSTANCES_KEY,
+          leaseKey(member),
+          devicesKey(member),
+          outboxKey(member),
+          member,
+        )) as number
+        if (handed > 0) {
+          log.info(
+            { pending: handed },
+            'pending notifications left for another instance to take over',
+          )
+        }
       } catch (err) {
         log.warn({ err }, 'lease not removed: another instance will take it over when it expires')
       }

@@ -45,10 +45,16 @@ export function createGatewayNotifications(
     /** Acknowledgements and silences; without them nothing is acknowledged or silenced. */
     controls?: AlertControls
     tagsOf: (deviceId: string) => Readonly<Record<string, string>> | undefined
+    /**
+     * With REDIS_URL: the outbox as the notifier uses it, its pending notifications mirrored in
+     * Redis for a take-over (src/cluster/cluster-outbox.ts).
+     */
+    wrapOutbox?: (outbox: Outbox) => Outbox
   },
   options: { file: string; dataDir: string; loaded: LoadedNotifications },
 ): GatewayNotifications {
-  const outbox: Outbox = openOutbox({ file: path.resolve(options.dataDir, OUTBOX_FILE) })
+  const opened: Outbox = openOutbox({ file: path.resolve(options.dataDir, OUTBOX_FILE) })
+  const outbox = deps.wrapOutbox ? deps.wrapOutbox(opened) : opened
   // Channels of a reloaded file are created with the kinds that file's load resolved.
   let kinds = options.loaded.kinds
   const notifier = createNotifier(

@@ -88,6 +88,11 @@ export interface Notifier extends NotificationsView {
   onDelivered(listener: (channel: string, seconds: number) => void): void
   /** Closes due grouping windows and sends due reminders now (the timer does it otherwise). */
   runDue(): void
+  /**
+   * Looks for due work now: notifications another module wrote into the outbox (a dead
+   * instance's, taken over: src/cluster/cluster-outbox.ts) are delivered at once.
+   */
+  kick(): void
   /** In-flight attempts aborted (they stay pending), channels closed; the outbox stays open. */
   stop(): Promise<void>
 }
@@ -369,6 +374,11 @@ export function createNotifier(
     },
 
     runDue,
+
+    kick() {
+      runDue()
+      delivery.kick()
+    },
 
     async stop() {
       if (stopped) return
