@@ -145,6 +145,10 @@ export function createNotificationPanels({ api, loadFailure, onAlert }) {
     } catch (err) {
       if (err.name === 'AbortError') return
       showMessage('silences-message', loadFailure('Silences', err))
+      // Not signed in, a role the app lacks, or no silences here: asking again changes nothing.
+      if (err.status === 401 || err.status === 403 || err.status === 404) {
+        clearTimeout(silencesTimer)
+      }
     }
     renderSilences()
   }
