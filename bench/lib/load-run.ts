@@ -49,6 +49,8 @@ export interface LoadPlan {
     qos: 0 | 1
     gapMs: number
     timeoutMs: number
+    /** alert mode: also wait for each crossing's webhook at the worker's receiver. */
+    webhook?: boolean
   }>
   flood?: { worker: LoadWorker; connections: number; qos: 0 | 1; maxOutstanding: number }
 }
@@ -180,6 +182,7 @@ export async function runLoad(plan: LoadPlan): Promise<LoadOutcome> {
         mode: probe.mode,
         gapMs: probe.gapMs,
         timeoutMs: probe.timeoutMs,
+        ...(probe.webhook ? { webhook: true } : {}),
       },
     })
   }

@@ -52,6 +52,12 @@ export interface ProbeJob {
   mode: 'alert' | 'echo'
   gapMs: number
   timeoutMs: number
+  /**
+   * alert mode: each crossing also waits for its notification at this worker's webhook receiver
+   * (`webhook-start`), timed from the same publish: alert-to-webhook next to alert-to-MQTT, one
+   * process, one clock.
+   */
+  webhook?: boolean
 }
 
 /**
@@ -115,7 +121,19 @@ export interface ProbeResult {
   probes: number
   timeouts: number
   latencyMs: Float64Array
+  /** With `webhook`: publish to the notification's arrival (verified), crossings in the window. */
+  webhookLatencyMs?: Float64Array
+  /** With `webhook`: crossings answered on MQTT whose notification did not come within the timeout. */
+  webhookTimeouts?: number
   cpuSec: number
+}
+
+/** What a worker's webhook receiver got until `webhook-stop`. */
+export interface WebhookReceiverResult {
+  /** Requests whose Standard Webhooks signature verified. */
+  verified: number
+  /** Requests refused (401): a signature that did not verify. */
+  refused: number
 }
 
 export interface FloodResult {
@@ -149,6 +167,10 @@ export type Request =
   | { op: 'prepare'; id: number; job: Job }
   | { op: 'go'; id: number; timing: Timing }
   | { op: 'finish'; id: number; expected?: number; drainMs?: number }
+  /** Starts the worker's webhook receiver (127.0.0.1, OS-chosen port), apart from its jobs: replies { url }. */
+  | { op: 'webhook-start'; id: number; secret: string }
+  /** Stops it: replies a WebhookReceiverResult. */
+  | { op: 'webhook-stop'; id: number }
 
 export type Reply =
   | { op: 'hello' }

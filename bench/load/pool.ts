@@ -4,7 +4,15 @@
  */
 import { type ChildProcess, fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import type { IdleGo, Job, JobResult, Reply, Request, Timing } from './jobs.ts'
+import type {
+  IdleGo,
+  Job,
+  JobResult,
+  Reply,
+  Request,
+  Timing,
+  WebhookReceiverResult,
+} from './jobs.ts'
 
 type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never
 
@@ -99,6 +107,18 @@ export class LoadWorker {
       ...(expected === undefined ? {} : { expected }),
       ...(drainMs === undefined ? {} : { drainMs }),
     }) as Promise<R>
+  }
+
+  /**
+   * Starts this worker's webhook receiver (verifying signatures with `secret`), which probes with
+   * `webhook` wait on; it runs beside the worker's jobs until stopWebhookReceiver.
+   */
+  async startWebhookReceiver(secret: string): Promise<{ url: string }> {
+    return (await this.call({ op: 'webhook-start', secret })) as { url: string }
+  }
+
+  stopWebhookReceiver(): Promise<WebhookReceiverResult> {
+    return this.call({ op: 'webhook-stop' }) as Promise<WebhookReceiverResult>
   }
 
   stop(): void {

@@ -5,6 +5,11 @@
  */
 import type { Socket } from 'node:net'
 import { connectAsync, type MqttClient } from 'mqtt'
+import {
+  type ReceivedWebhook,
+  startWebhookReceiver,
+  type WebhookReceiver,
+} from '../../src/demo/webhook-receiver.ts'
 import { SampleBuffer, sleep, wallNow } from '../lib/stats.ts'
 import type {
   DevicesJob,
@@ -23,6 +28,7 @@ import type {
   SubscriberJob,
   SubscriberResult,
   Timing,
+  WebhookReceiverResult,
 } from './jobs.ts'
 import {
   DISCONNECT,
@@ -326,6 +332,41 @@ class SubscriberRunner implements Runner {
   }
 }
 
+/**
+ * The worker's webhook receiver (`webhook-start`), apart from its jobs: the gateway is given its
+ * URL before any job starts, and keeps it for the scenario's rounds. A probe with `webhook` says
+ * which alert it waits for; the receiver's clock is the probe's (wallNow, same process).
+ */
+const webhooks: {
+  receiver: WebhookReceiver | null
+  verified: number
+  refused: number
+  waiting: { deviceId: string; state: string; ts: number; resolve: (at: number) => void } | null
+} = { receiver: null, verified: 0, refused: 0, waiting: null }
+
+function onWebhook(received: ReceivedWebhook): void {
+  if (!received.verified) {
+    webhooks.refused++
+    return
+  }
+  webhooks.verified++
+  const waiting = webhooks.waiting
+  if (!waiting) return
+  // The crossing's own alert: its device, its transition and the reading time the probe sent.
+  const alerts = received.notification.alerts
+  if (
+    alerts.some(
+      (a) => a.deviceId === waiting.deviceId && a.state === waiting.state && a.ts === waiting.ts,
+    )
+  ) {
+    webhooks.waiting = null
+    waiting.resolve(received.receivedAtMs)
+  }
+}
+
+/** A probe gives up waiting for webhooks after this many timeouts without any arriving. */
+const WEBHOOK_GIVE_UP = 3
+
 class ProbeRunner implements Runner {
   private pub: MqttClient | undefined
   private sub: MqttClient | undefined
@@ -335,9 +376,16 @@ class ProbeRunner implements Runner {
   private probes = 0
   private timeouts = 0
   private readonly latency = new SampleBuffer()
+  /** Waits for webhooks (alert mode, `webhook`), until it gives up on a target that sends none. */
+  private webhookOn: boolean
+  private webhooksReceived = 0
+  private webhookTimeouts = 0
+  private readonly webhookLatency = new SampleBuffer()
   private cpu = process.cpuUsage()
 
-  constructor(private readonly job: ProbeJob) {}
+  constructor(private readonly job: ProbeJob) {
+    this.webhookOn = job.mode === 'alert' && job.webhook === true
+  }
 
   async prepare() {
     const { deviceId, url } = this.job
@@ -368,6 +416,7 @@ class ProbeRunner implements Runner {
       const t0 = wallNow()
       let payload: string
       let match: (p: Buffer) => boolean
+      let webhookAnswered: Promise<number> | null = null
       if (this.job.mode === 'alert') {
         // 35 crosses the shipped rule high-temperature (above 30); 20 resolves it (hysteresis 1).
         const state = high ? 'firing' : 'resolved'
@@ -375,6 +424,12 @@ class ProbeRunner implements Runner {
         if (ts <= this.dev.lastTs) ts = this.dev.lastTs + 1
         this.dev.lastTs = ts
         payload = `{"value":${high ? 35 : 20},"ts":${ts}}`
+        if (this.webhookOn) {
+          const deviceId = this.job.deviceId
+          webhookAnswered = new Promise<number>((resolve) => {
+            webhooks.waiting = { deviceId, state, ts, resolve }
+          })
+        }
         match = (p) => {
           try {
             const alert = JSON.parse(p.toString('utf8')) as { state?: string; ts?: number }
@@ -396,12 +451,15 @@ class ProbeRunner implements Runner {
       this.probes++
       if (at < 0) {
         this.waiting = null
+        webhooks.waiting = null
         this.timeouts++
         // Whatever state the rule is in now, the next crossing starts from a known one.
         high = true
       } else {
         if (t0 >= timing.measureFrom) this.latency.add(at - t0)
         high = !high
+        // The same crossing's notification, within the same bound from the same publish.
+        if (webhookAnswered) await this.awaitWebhook(webhookAnswered, t0, timing)
       }
       // A little jitter, so the probe does not lock step with a timer in the broker.
       await sleep(this.job.gapMs + Math.random() * this.job.gapMs)
@@ -409,8 +467,26 @@ class ProbeRunner implements Runner {
     return {}
   }
 
+  private async awaitWebhook(answered: Promise<number>, t0: number, timing: Timing) {
+    const leftMs = Math.max(0, t0 + this.job.timeoutMs - wallNow())
+    const at = await Promise.race([answered, sleep(leftMs).then(() => -1)])
+    if (at < 0) {
+      webhooks.waiting = null
+      this.webhookTimeouts++
+      // A gateway that sends no notifications (BENCH_GATEWAY_DIR of an older revision) must not
+      // hold every crossing for the timeout: its webhook figures are then empty.
+      if (this.webhooksReceived === 0 && this.webhookTimeouts >= WEBHOOK_GIVE_UP) {
+        this.webhookOn = false
+      }
+      return
+    }
+    this.webhooksReceived++
+    if (t0 >= timing.measureFrom) this.webhookLatency.add(at - t0)
+  }
+
   async finish(): Promise<ProbeResult> {
     const cpuSec = cpuSince(this.cpu)
+    webhooks.waiting = null
     await Promise.all(
       [this.pub?.endAsync(true), this.sub?.endAsync(true)].map((p) => p?.catch(() => {})),
     )
@@ -419,6 +495,9 @@ class ProbeRunner implements Runner {
       probes: this.probes,
       timeouts: this.timeouts,
       latencyMs: this.latency.toArray(),
+      ...(this.job.mode === 'alert' && this.job.webhook
+        ? { webhookLatencyMs: this.webhookLatency.toArray(), webhookTimeouts: this.webhookTimeouts }
+        : {}),
       cpuSec,
     }
   }
@@ -660,6 +739,27 @@ async function handle(request: Request): Promise<unknown> {
       const current = runner
       runner = undefined
       return current.finish(request.expected, request.drainMs)
+    }
+    case 'webhook-start': {
+      if (webhooks.receiver) throw new Error('the webhook receiver is already running')
+      webhooks.verified = 0
+      webhooks.refused = 0
+      webhooks.receiver = await startWebhookReceiver({
+        secret: request.secret,
+        now: wallNow,
+        onReceived: onWebhook,
+      })
+      return { url: webhooks.receiver.url }
+    }
+    case 'webhook-stop': {
+      const receiver = webhooks.receiver
+      webhooks.receiver = null
+      await receiver?.close()
+      const result: WebhookReceiverResult = {
+        verified: webhooks.verified,
+        refused: webhooks.refused,
+      }
+      return result
     }
   }
 }

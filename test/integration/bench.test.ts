@@ -2,11 +2,12 @@ import { describe, expect, it } from 'vitest'
 import { runToEnd } from '../helpers/processes.ts'
 
 /**
- * Smoke test of `npm run bench` (bench/run.ts): a quick run of ingest and passthrough against every
- * target, as a child process with a time bound. It checks the output's shape and the one
- * correctness promise the benchmark verifies (QoS 1: stored rows == PUBACKs), never a speed.
+ * Smoke test of `npm run bench` (bench/run.ts): a quick run of ingest, passthrough and
+ * alert-latency against every target, as a child process with a time bound. It checks the
+ * output's shape and the correctness promises the benchmark verifies (QoS 1: stored rows ==
+ * PUBACKs; every webhook's signature verified), never a speed.
  */
-const BOUND_MS = 120_000
+const BOUND_MS = 180_000
 
 type Line = Record<string, unknown>
 
@@ -16,7 +17,15 @@ describe('npm run bench', () => {
     async () => {
       const { code, stdout, stderr } = await runToEnd(
         'npm',
-        ['run', '--silent', 'bench', '--', '--quick', '--scenario', 'ingest,passthrough'],
+        [
+          'run',
+          '--silent',
+          'bench',
+          '--',
+          '--quick',
+          '--scenario',
+          'ingest,passthrough,alert-latency',
+        ],
         {},
         BOUND_MS,
       )
@@ -102,6 +111,26 @@ describe('npm run bench', () => {
       }
       const ingestSummary = parsed.find((l) => l.bench === 'ingest' && l.summary === true)
       expect(ingestSummary?.storedEqualsAcked).toBe(true)
+
+      // alert-latency: the gateway's alert-to-webhook figures beside its alert-to-MQTT ones, from
+      // the same crossings, every webhook verified at the bench's receiver.
+      const alertGateway = parsed.find((l) => l.bench === 'alert-latency' && l.target === 'gateway')
+      expect(alertGateway, 'alert-latency gateway line').toBeDefined()
+      for (const field of ['alertP50Ms', 'alertP99Ms', 'webhookP50Ms', 'webhookP99Ms']) {
+        expect(isNumber(alertGateway?.[field]), `${field}: ${JSON.stringify(alertGateway)}`).toBe(
+          true,
+        )
+      }
+      expect(alertGateway?.webhookSamples as number).toBeGreaterThan(0)
+      // A crossing's webhook is timed only once its MQTT alert came: never more of them.
+      expect(alertGateway?.webhookSamples as number).toBeLessThanOrEqual(
+        alertGateway?.alertSamples as number,
+      )
+      expect(alertGateway?.webhooksVerified as number).toBeGreaterThan(0)
+      expect(alertGateway?.webhooksRefused).toBe(0)
+      const alertSummary = parsed.find((l) => l.bench === 'alert-latency' && l.summary === true)
+      expect(isNumber(alertSummary?.webhookP50Ms), JSON.stringify(alertSummary)).toBe(true)
+      expect(isNumber(alertSummary?.webhookP99Ms), JSON.stringify(alertSummary)).toBe(true)
 
       const done = parsed.at(-1)
       expect(done?.bench).toBe('done')
