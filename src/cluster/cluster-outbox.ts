@@ -101,7 +101,7 @@ export function createClusterOutbox(deps: ClusterOutboxDeps): ClusterOutbox {
   const flush = async (): Promise<void> => {
     const member = deps.member()
     if (member === undefined || inner === undefined) {
-      if (queued.size > 0) setTimeout(schedule, 50).unref()
+      if (queued.size > 0 || rewrite) setTimeout(schedule, 50).unref()
       return
     }
     if (rewrite) return rewriteAll(member)
@@ -167,6 +167,9 @@ export function createClusterOutbox(deps: ClusterOutboxDeps): ClusterOutbox {
   return {
     wrap(outbox) {
       inner = outbox
+      // What an earlier run left pending (resumed at start) is this run's: one full write first.
+      rewrite = true
+      schedule()
       wrapped = {
         ...outbox,
         transaction(fn) {
