@@ -93,7 +93,12 @@ export function createClusterOutbox(deps: ClusterOutboxDeps): ClusterOutbox {
     })
   }
 
-  const track = (p: Promise<void>) => {
+  const track = (write: Promise<void>) => {
+    // Never a rejection left unhandled: reading the outbox can fail (closed at a stop).
+    const p = write.catch((err: unknown) => {
+      rewrite = true
+      log.warn({ err }, 'outbox mirror not written')
+    })
     sending.add(p)
     void p.finally(() => sending.delete(p))
   }

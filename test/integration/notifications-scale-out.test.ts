@@ -24,6 +24,8 @@ const WAIT = { timeout: 30_000, interval: 50 }
 
 interface Delivery {
   id: string
+  /** When the receiver got it. */
+  at: number
   kind: string
   /** When the notification was written (body `createdAt`), by the instance that wrote it. */
   createdAt: number
@@ -43,10 +45,11 @@ async function startReceiver(): Promise<Receiver> {
   let server: Server | undefined
   let port = 0
   const handle = (req: IncomingMessage, body: string) => {
-    const parsed = JSON.parse(body) as Omit<Delivery, 'id'>
+    const parsed = JSON.parse(body) as Omit<Delivery, 'id' | 'at'>
     deliveries.push({
       id: String(req.headers['webhook-id']),
       kind: parsed.kind,
+      at: Date.now(),
       createdAt: parsed.createdAt,
       alerts: parsed.alerts,
     })
@@ -286,10 +289,15 @@ describe('notifications on three instances sharing Redis', () => {
 
       a.kill()
       expect(await a.exited).toBe('SIGKILL')
+      const killedAt = Date.now()
       await receiver.up()
       await vi.waitFor(() => {
         expect([...new Set(receiver.deliveries.map((d) => d.id))].sort()).toEqual(pendingOfA)
       }, WAIT)
+      const lastAt = Math.max(...receiver.deliveries.map((d) => d.at))
+      console.log(
+        `3 pending notifications of a SIGKILLed instance delivered by a survivor ${lastAt - killedAt} ms after the kill (lease ${LEASE_TTL_MS} ms)`,
+      )
       // Duplicates, if any, only with the same id: nothing but A's three ids arrived.
       expect(receiver.deliveries.every((d) => pendingOfA.includes(d.id))).toBe(true)
       expect(
