@@ -78,7 +78,7 @@ export function createClusterOutbox(deps: ClusterOutboxDeps): ClusterOutbox {
 
   const write = (field: string, value: string | null) => {
     const target = inTransaction ?? queued
-    // Map order is insertion order; a re-set moves nothing, which keeps set-then-delete right.
+    // A field written again moves to the end: its last write is the one sent.
     target.delete(field)
     target.set(field, value)
     if (inTransaction === null) schedule()
@@ -93,9 +93,9 @@ export function createClusterOutbox(deps: ClusterOutboxDeps): ClusterOutbox {
     })
   }
 
-  const track = (write: Promise<void>) => {
+  const track = (task: Promise<void>) => {
     // Never a rejection left unhandled: reading the outbox can fail (closed at a stop).
-    const p = write.catch((err: unknown) => {
+    const p = task.catch((err: unknown) => {
       rewrite = true
       log.warn({ err }, 'outbox mirror not written')
     })
