@@ -6,6 +6,7 @@
  *   npm run bench [-- --scenario ingest,passthrough] [--quick] [--rounds N] [--duration S]
  *                 [--warmup S] [--connections N] [--devices N] [--in-flight N] [--generators N]
  *                 [--targets gateway,aedes,mosquitto] [--profile] [--profile-dir DIR]
+ *                 [--no-notifications]
  *
  * Scenarios (bench/scenarios/): ingest, passthrough, alert-latency, overload, connections, store.
  * Prints JSON lines on stdout: a `setup` line (machine, versions, sizes), one line per target and
@@ -20,6 +21,8 @@
  * (100 devices, 1,000 in flight, 5,000 readings/s, 10,000 connections), 3 rounds (overload: 2,
  * its runs are the longest; --rounds sets both), 1 s warm-up and 3 s windows: about seven
  * minutes on two cores.
+ * --no-notifications: alert-latency's gateway without its notifications file (no webhook
+ * figures): the alert-to-MQTT latency as it was before notifications, to see what they cost.
  * --profile: afterwards, a gateway under the ingest QoS 1 load with `node --cpu-prof`; its top
  * functions (bench/top-functions.ts) in a `profile` line.
  */
@@ -69,6 +72,7 @@ const { values } = parseArgs({
     targets: { type: 'string', default: 'gateway,aedes,mosquitto' },
     profile: { type: 'boolean', default: false },
     'profile-dir': { type: 'string', default: join(REPO, '.tmp/bench-profiles') },
+    'no-notifications': { type: 'boolean', default: false },
   },
 })
 
@@ -140,6 +144,7 @@ const ctx: BenchContext = {
   progress,
   peaks: {},
   mosquitto,
+  notifications: !values['no-notifications'],
 }
 
 emit({
@@ -162,6 +167,7 @@ emit({
   inFlight: ctx.inFlight,
   connections: ctx.connections,
   generators,
+  notifications: ctx.notifications,
   quick,
 })
 if (mosquitto === null && wanted.includes('mosquitto')) progress(MOSQUITTO_MISSING)

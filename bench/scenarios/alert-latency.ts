@@ -68,14 +68,16 @@ function notificationsYaml(url: string, secret: string): string {
 export async function alertLatency(ctx: BenchContext): Promise<void> {
   // The receiver lives in the alert probe's worker (one clock with the probe), for every round.
   const receiverWorker = ctx.sideWorkers[0]
-  const secret = newWebhookSecret()
-  const { url } = await receiverWorker.startWebhookReceiver(secret)
   const configDir = await mkdtemp(join(tmpdir(), 'bench-notifications-'))
   const notificationsFile = join(configDir, 'notifications.yaml')
-  await writeFile(notificationsFile, notificationsYaml(url, secret), { mode: 0o600 })
+  if (ctx.notifications) {
+    const secret = newWebhookSecret()
+    const { url } = await receiverWorker.startWebhookReceiver(secret)
+    await writeFile(notificationsFile, notificationsYaml(url, secret), { mode: 0o600 })
+  }
   const set = new TargetSet(
     ctx.targets,
-    { env: { NOTIFICATIONS_FILE: notificationsFile } },
+    ctx.notifications ? { env: { NOTIFICATIONS_FILE: notificationsFile } } : {},
     ctx.progress,
   )
   const runs: Partial<Record<TargetName, LoadOutcome[]>> = {}
@@ -92,7 +94,7 @@ export async function alertLatency(ctx: BenchContext): Promise<void> {
           qos: QOS,
           gapMs: PROBE_GAP_MS,
           timeoutMs: PROBE_TIMEOUT_MS,
-          ...(mode === 'alert' ? { webhook: true } : {}),
+          ...(mode === 'alert' && ctx.notifications ? { webhook: true } : {}),
         })
         const outcome = await runOn(set, name, {
           warmupMs: ctx.warmupMs,
@@ -114,7 +116,7 @@ export async function alertLatency(ctx: BenchContext): Promise<void> {
     }
   } finally {
     await set.stop()
-    received = await receiverWorker.stopWebhookReceiver().catch(() => null)
+    if (ctx.notifications) received = await receiverWorker.stopWebhookReceiver().catch(() => null)
     await rm(configDir, { recursive: true, force: true })
   }
 
@@ -133,7 +135,7 @@ export async function alertLatency(ctx: BenchContext): Promise<void> {
         : {}
     // The same crossings as `alert`, to the webhook's arrival instead of the MQTT alert's.
     const webhook =
-      name === 'gateway'
+      name === 'gateway' && ctx.notifications
         ? roundsLatency(
             probesOf('alert').map((p) => p.webhookLatencyMs),
             'webhook',
@@ -162,11 +164,19 @@ export async function alertLatency(ctx: BenchContext): Promise<void> {
         ? {
             ...alert,
             alertTimeouts: probesOf('alert').reduce((n, p) => n + p.timeouts, 0),
-            ...webhook,
-            webhookTimeouts: probesOf('alert').reduce((n, p) => n + (p.webhookTimeouts ?? 0), 0),
-            // Every request of the scenario at the receiver (all rounds): none may be refused.
-            webhooksVerified: received?.verified ?? null,
-            webhooksRefused: received?.refused ?? null,
+            notifications: ctx.notifications,
+            ...(ctx.notifications
+              ? {
+                  ...webhook,
+                  webhookTimeouts: probesOf('alert').reduce(
+                    (n, p) => n + (p.webhookTimeouts ?? 0),
+                    0,
+                  ),
+                  // Every request of the scenario at the receiver (all rounds): none refused.
+                  webhooksVerified: received?.verified ?? null,
+                  webhooksRefused: received?.refused ?? null,
+                }
+              : {}),
             readingsPerCommit: readingsPerCommit(r),
           }
         : {}),

@@ -42,6 +42,8 @@ export interface BenchContext {
   profileDir?: string
   /** Mosquitto's version, or null when it is not installed. */
   mosquitto: string | null
+  /** alert-latency: the gateway with a notifications file (webhook figures); --no-notifications. */
+  notifications: boolean
 }
 
 /** Round r's order of the targets: rotated by r, so each target takes each position in turn. */
