@@ -243,6 +243,32 @@ describe('the gateway as a real process (npm start)', () => {
     expect(await running.exited).toBe(0)
   })
 
+  it('npm run demo keeps a notifications file the user names, and starts no receiver', async () => {
+    const dir = await createTempDir('gw-demo-')
+    dirs.push(dir)
+    const dataDir = path.join(dir.path, 'data')
+    const userFile = path.join(dir.path, 'notifications.yaml')
+    await writeFile(
+      userFile,
+      'channels:\n  - name: mine\n    kind: webhook\n    url: http://127.0.0.1:9/hook\nroutes:\n  - name: all\n    channels: [mine]\n',
+    )
+    proc = startProcess('npm', ['run', 'demo', '--silent'], {
+      ...BASE_ENV,
+      DATA_DIR: dataDir,
+      NOTIFICATIONS_FILE: userFile,
+    })
+    const running = proc
+    await vi.waitFor(
+      () => expect(running.stdout(), running.stderr()).toContain('Ctrl-C stops the simulator'),
+      { timeout: 20_000, interval: 50 },
+    )
+    expect(running.stdout()).toContain(`Notifications: as configured in ${userFile}`)
+    expect(running.stdout()).not.toContain('signed webhooks to')
+    await expect(stat(path.join(dataDir, 'demo-notifications.yaml'))).rejects.toThrow(/ENOENT/)
+    running.signal('SIGINT')
+    expect(await running.exited).toBe(0)
+  })
+
   it('exits 1 with a message naming the key when the configuration is bad', async () => {
     const result = await runToEnd('npm', ['start', '--silent'], {
       ...BASE_ENV,
