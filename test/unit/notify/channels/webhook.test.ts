@@ -183,7 +183,9 @@ describe('webhook channel', () => {
     const result = await down.deliver(notificationFixture(), 1, signal())
     expect(result).toMatchObject({ ok: false, permanent: false })
     expect((result as { error: string }).error).toMatch(
-      new RegExp(`^cannot reach http://127.0.0.1:${port}/hook: fetch failed: .*ECONNREFUSED`),
+      new RegExp(
+        `^cannot reach http://127.0.0.1:${port}/hook: connect ECONNREFUSED 127.0.0.1:${port}$`,
+      ),
     )
   })
 
