@@ -42,6 +42,10 @@ export function registerOpenApi(app: FastifyInstance): void {
           'with a secret), the data routes need an app token (see `bearer`).',
       },
       components: {
+        // A mutable copy: the OpenAPI types take no readonly arrays.
+        schemas: {
+          [WEBHOOK_NOTIFICATION_SCHEMA]: JSON.parse(JSON.stringify(webhookNotificationSchema)),
+        },
         securitySchemes: {
           [BEARER_SCHEME]: {
             type: 'http',
@@ -73,6 +77,9 @@ export function registerOpenApi(app: FastifyInstance): void {
   })
   app.register(fastifySwaggerUi, { routePrefix: DOCS_PREFIX })
 }
+
+/** The body the `webhook` notification channel posts, in `components.schemas` (not a route). */
+export const WEBHOOK_NOTIFICATION_SCHEMA = 'WebhookNotification'
 
 /** The name of the app-token scheme in `components.securitySchemes`. */
 export const BEARER_SCHEME = 'bearer'
@@ -285,6 +292,53 @@ export const alertSchema = {
         at: { ...epochMs, description: 'When it was acknowledged' },
         comment: { type: 'string' },
       },
+    },
+  },
+} as const
+
+/** An alert as published on MQTT (`alerts/...`) and in webhooks: the API's, without ISO twins. */
+const { sinceTime: _sinceTime, time: _time, ...mqttAlertProperties } = alertSchema.properties
+const mqttAlertSchema = {
+  ...alertSchema,
+  required: alertSchema.required.filter((key) => key !== 'sinceTime' && key !== 'time'),
+  properties: mqttAlertProperties,
+} as const
+
+/**
+ * The JSON body of the `webhook` notification channel (src/notify/channels/webhook.ts), the same
+ * bytes on every attempt. Documented here for receivers; the gateway sends it, it serves no route.
+ */
+export const webhookNotificationSchema = {
+  type: 'object',
+  description:
+    'What the `webhook` notification channel POSTs (README, Notifications > Channels). Headers: ' +
+    '`content-type: application/json`; `webhook-id`, the notification `id`, the same on every ' +
+    'attempt (drop duplicates by it); with a channel `secret`, `webhook-timestamp` and ' +
+    '`webhook-signature` per Standard Webhooks (v1, HMAC-SHA256 of `{id}.{timestamp}.{body}`).',
+  required: ['id', 'kind', 'route', 'channel', 'title', 'text', 'createdAt', 'alerts'],
+  additionalProperties: false,
+  properties: {
+    id: { type: 'string', description: 'Stable across retries and restarts (`webhook-id`)' },
+    kind: {
+      type: 'string',
+      enum: ['firing', 'resolved', 'flapping', 'repeat'],
+      description: '`repeat`: a reminder of an alert still firing',
+    },
+    route: { type: 'string', description: 'Route name (notifications file)' },
+    channel: { type: 'string', description: 'Channel name (notifications file)' },
+    title: {
+      type: 'string',
+      description: 'Rendered from the route template (severity, device, rule)',
+    },
+    text: {
+      type: 'string',
+      description: 'Rendered from the route template; a group: a line per alert',
+    },
+    createdAt: { ...epochMs, description: 'When the notification was built' },
+    alerts: {
+      type: 'array',
+      items: mqttAlertSchema,
+      description: 'One alert, or every alert of a group, each as published on `alerts/...`',
     },
   },
 } as const

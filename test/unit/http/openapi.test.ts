@@ -5,6 +5,7 @@ import { createMqttBroker, type MqttBroker } from '../../../src/broker/mqtt-brok
 import { createEventBus } from '../../../src/bus/event-bus.ts'
 import type { Alert, Reading } from '../../../src/contract/types.ts'
 import { createHttpServer } from '../../../src/http/http-server.ts'
+import { WEBHOOK_NOTIFICATION_SCHEMA } from '../../../src/http/openapi.ts'
 import {
   type Parsed,
   parseAggregateQuery,
@@ -18,6 +19,7 @@ import {
   type AlertControlsService,
   createAlertControls,
 } from '../../../src/notify/alert-controls.ts'
+import { webhookBody } from '../../../src/notify/channels/webhook.ts'
 import { createDeviceRegistry } from '../../../src/rules/device-registry.ts'
 import { createRuleEngine } from '../../../src/rules/rule-engine.ts'
 import { createRulesView } from '../../../src/rules/rules-view.ts'
@@ -34,6 +36,7 @@ import { createSilentLogger } from '../../../src/telemetry/logger.ts'
 import { createMetrics } from '../../../src/telemetry/metrics.ts'
 import { createStoreMonitor } from '../../../src/telemetry/store-monitor.ts'
 import { createTempDir, type TempDir } from '../../helpers/temp-dir.ts'
+import { alertFixture, groupFixture, notificationFixture } from '../notify/channels/fixtures.ts'
 import { rulesFrom } from '../rules/harness.ts'
 
 const NOW = Date.UTC(2026, 10, 26, 10, 0, 0)
@@ -167,7 +170,10 @@ interface Operation {
 }
 interface OpenApiDoc {
   openapi: string
-  components?: { securitySchemes?: Record<string, Record<string, unknown>> }
+  components?: {
+    securitySchemes?: Record<string, Record<string, unknown>>
+    schemas?: Record<string, JsonSchema>
+  }
   info: { title: string; version: string }
   tags?: Array<{ name: string }>
   paths: Record<string, Record<string, Operation>>
@@ -590,6 +596,26 @@ describe('OpenAPI at /docs', () => {
       const body = mediaType === 'application/json' ? res.json() : res.body
       expect(violations(media?.schema ?? {}, body), label).toEqual([])
     }
+  })
+
+  it('documents the webhook body in components.schemas, and the webhook channel posts bodies that match it', () => {
+    const schema = doc.components?.schemas?.[WEBHOOK_NOTIFICATION_SCHEMA]
+    expect(schema?.required).toEqual(
+      expect.arrayContaining(['id', 'kind', 'alerts', 'title', 'text', 'createdAt']),
+    )
+    const bodies = [
+      notificationFixture(),
+      notificationFixture({
+        kind: 'repeat',
+        alerts: [alertFixture({ acknowledged: { by: 'ops', at: NOW, comment: 'on it' } })],
+      }),
+      groupFixture(3),
+    ].map((n) => JSON.parse(webhookBody(n)) as unknown)
+    for (const body of bodies) expect(violations(schema ?? {}, body)).toEqual([])
+    // And it can fail: a body with a field the document does not know.
+    expect(violations(schema ?? {}, { ...(bodies[0] as object), extra: 1 })).toEqual([
+      '$: unexpected extra',
+    ])
   })
 
   it('documents the app token: a bearer scheme, and security, 401 and 403 on the routes that need it', () => {
