@@ -232,31 +232,46 @@ export function createNotifier(
     const silenced = targets.length > 0 && controls.isSilenced(alert, tags, nowMs)
     const kicked = new Set<string>()
     let grouped = false
-    outbox.transaction(() => {
-      // A resolve ends every reminder of the alert, whichever route started it.
-      if (alert.state === 'resolved') outbox.clearRepeats(alert.id)
-      for (const { route, channel, kind } of targets) {
-        // A silenced alert keeps its schedule: once the silence ends, reminders resume.
-        if (alert.state === 'firing' && route.repeatIntervalMs > 0) {
-          outbox.scheduleRepeat({
-            alertId: alert.id,
-            route: route.name,
-            channel,
-            alert,
-            lastAt: nowMs,
-            nextAt: nowMs + route.repeatIntervalMs,
-          })
+    try {
+      outbox.transaction(() => {
+        // A resolve ends every reminder of the alert, whichever route started it.
+        if (alert.state === 'resolved') outbox.clearRepeats(alert.id)
+        for (const { route, channel, kind } of targets) {
+          // A silenced alert keeps its schedule: once the silence ends, reminders resume.
+          if (alert.state === 'firing' && route.repeatIntervalMs > 0) {
+            outbox.scheduleRepeat({
+              alertId: alert.id,
+              route: route.name,
+              channel,
+              alert,
+              lastAt: nowMs,
+              nextAt: nowMs + route.repeatIntervalMs,
+            })
+          }
+          if (silenced) continue
+          if (route.groupWindowMs > 0) {
+            outbox.addToGroup(
+              { route: route.name, channel, kind },
+              alert,
+              nowMs,
+              route.groupWindowMs,
+            )
+            grouped = true
+          } else {
+            outbox.add(build(route, channel, kind, [alert], nowMs))
+            kicked.add(channel)
+          }
         }
-        if (silenced) continue
-        if (route.groupWindowMs > 0) {
-          outbox.addToGroup({ route: route.name, channel, kind }, alert, nowMs, route.groupWindowMs)
-          grouped = true
-        } else {
-          outbox.add(build(route, channel, kind, [alert], nowMs))
-          kicked.add(channel)
-        }
-      }
-    })
+      })
+    } catch (err) {
+      // A disk that refuses the write: the one place a notification can be lost, so the log says
+      // what was lost (the transition itself is published and stored as usual).
+      log.error(
+        { err, alertId: alert.id, state: alert.state, channels: targets.map((t) => t.channel) },
+        'alert transition not written to the outbox: its notifications are lost',
+      )
+      return
+    }
     if (silenced) log.debug({ alertId: alert.id, state: alert.state }, 'alert silenced')
     for (const channel of kicked) delivery.kick(channel)
     if (grouped || alert.state === 'firing') arm()

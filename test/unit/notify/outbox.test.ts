@@ -15,6 +15,7 @@ import type {
   Route,
 } from '../../../src/notify/types.ts'
 import { createSilentLogger } from '../../../src/telemetry/logger.ts'
+import { captureLogs } from '../../helpers/log-capture.ts'
 import { createTempDir, type TempDir } from '../../helpers/temp-dir.ts'
 
 const T0 = Date.UTC(2026, 11, 2, 12, 0, 0)
@@ -218,6 +219,38 @@ describe('notification outbox', () => {
     expect(pending(outbox).map((n) => [n.channel, n.kind, n.alerts.length])).toEqual([
       ['hold', 'firing', 1],
       ['other', 'firing', 1],
+    ])
+  })
+
+  it('says in an error line which alert transition a refused outbox write cost its notifications', () => {
+    const outbox = open()
+    const bus = createEventBus(log)
+    const { log: captured, lines } = captureLogs('info')
+    const notifier = createNotifier(
+      {
+        bus,
+        log: captured,
+        outbox,
+        controls,
+        tagsOf: () => ({}),
+        routeAlert,
+        render: () => ({ title: 't', text: '' }),
+        createChannel: (settings) => holdingChannel(settings.name),
+        now: () => clock,
+      },
+      configOf(routeOf({ channels: ['hold', 'other'] })),
+    )
+    notifiers.push(notifier)
+    // The outbox refuses every write from here on, as a full or failing disk would.
+    outbox.close()
+    bus.emit('alert', alertOf('gh-1', 'firing'))
+    expect(lines.filter((l) => l.level === 50)).toMatchObject([
+      {
+        msg: 'alert transition not written to the outbox: its notifications are lost',
+        alertId: 'high-temperature:gh-1',
+        state: 'firing',
+        channels: ['hold', 'other'],
+      },
     ])
   })
 
