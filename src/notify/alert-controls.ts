@@ -1,10 +1,8 @@
 import { randomUUID } from 'node:crypto'
-import { mkdirSync } from 'node:fs'
-import { dirname } from 'node:path'
-import Database from 'better-sqlite3'
+import type Database from 'better-sqlite3'
 import type { EventBus } from '../bus/event-bus.ts'
 import type { Alert, AlertAck } from '../contract/types.ts'
-import { ERROR_CODES, GatewayError } from '../errors.ts'
+import { openStateFile } from '../store/state-file.ts'
 import type { Logger } from '../telemetry/logger.ts'
 import { alertMatches } from './router.ts'
 import type { AlertControls, Silence } from './types.ts'
@@ -306,13 +304,9 @@ export function createAlertControls(
 }
 
 function openFile(file: string): Database.Database {
-  try {
-    mkdirSync(dirname(file), { recursive: true })
-    const db = new Database(file)
-    db.pragma('journal_mode = WAL')
-    // As the spool: a committed change survives a crash of the process (kill -9).
-    db.pragma('synchronous = NORMAL')
-    db.exec(`CREATE TABLE IF NOT EXISTS acks (
+  return openStateFile(
+    file,
+    `CREATE TABLE IF NOT EXISTS acks (
       alert_id TEXT PRIMARY KEY,
       since INTEGER NOT NULL,
       by TEXT NOT NULL,
@@ -323,13 +317,7 @@ function openFile(file: string): Database.Database {
       id TEXT PRIMARY KEY,
       ends_at INTEGER NOT NULL,
       body TEXT NOT NULL
-    )`)
-    return db
-  } catch (err) {
-    throw new GatewayError(
-      ERROR_CODES.store,
-      `cannot open the acknowledgements and silences file ${file}: ${(err as Error).message}`,
-      { cause: err },
-    )
-  }
+    )`,
+    'the acknowledgements and silences file',
+  )
 }

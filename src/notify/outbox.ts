@@ -1,8 +1,5 @@
-import { mkdirSync } from 'node:fs'
-import { dirname } from 'node:path'
-import Database from 'better-sqlite3'
 import type { Alert } from '../contract/types.ts'
-import { ERROR_CODES, GatewayError } from '../errors.ts'
+import { openStateFile } from '../store/state-file.ts'
 import type { Notification, NotificationKind } from './types.ts'
 
 /** The outbox's file name in DATA_DIR. */
@@ -192,22 +189,7 @@ CREATE INDEX IF NOT EXISTS repeats_next ON repeats (next_at);
 
 export function openOutbox(options: { file: string }): Outbox {
   const { file } = options
-  let db: Database.Database
-  try {
-    mkdirSync(dirname(file), { recursive: true })
-    db = new Database(file)
-    db.pragma('journal_mode = WAL')
-    // As the spool: NORMAL in WAL mode keeps a committed write across a crash of the process
-    // (kill -9); only an OS crash or power loss can lose the newest transactions.
-    db.pragma('synchronous = NORMAL')
-    db.exec(SCHEMA)
-  } catch (err) {
-    throw new GatewayError(
-      ERROR_CODES.store,
-      `cannot open the outbox ${file}: ${(err as Error).message}`,
-      { cause: err },
-    )
-  }
+  const db = openStateFile(file, SCHEMA, 'the outbox')
 
   const insert = db.prepare(
     `INSERT INTO notifications (id, channel, route, kind, title, text, alerts, created_at, state, attempts, next_at, updated_at)

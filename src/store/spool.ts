@@ -1,8 +1,5 @@
-import { mkdirSync } from 'node:fs'
-import { dirname } from 'node:path'
-import Database from 'better-sqlite3'
 import type { Alert, Reading } from '../contract/types.ts'
-import { ERROR_CODES, GatewayError } from '../errors.ts'
+import { openStateFile } from './state-file.ts'
 
 /** The spool's file name in DATA_DIR. */
 export const SPOOL_FILE = 'spool.db'
@@ -57,27 +54,16 @@ interface Row {
 
 export function openSpool(options: SpoolOptions): Spool {
   const { file, maxBytes } = options
-  let db: Database.Database
-  try {
-    mkdirSync(dirname(file), { recursive: true })
-    db = new Database(file)
-    db.pragma('journal_mode = WAL')
-    // NORMAL in WAL mode: a committed append survives a crash of the process (kill -9); only an
-    // OS crash or power loss can lose the newest transactions (README, Guarantees).
-    db.pragma('synchronous = NORMAL')
-    db.exec(`CREATE TABLE IF NOT EXISTS spool (
+  const db = openStateFile(
+    file,
+    `CREATE TABLE IF NOT EXISTS spool (
       seq INTEGER PRIMARY KEY AUTOINCREMENT,
       kind TEXT NOT NULL CHECK (kind IN ('readings', 'alerts')),
       count INTEGER NOT NULL,
       body TEXT NOT NULL
-    )`)
-  } catch (err) {
-    throw new GatewayError(
-      ERROR_CODES.store,
-      `cannot open the spool ${file}: ${(err as Error).message}`,
-      { cause: err },
-    )
-  }
+    )`,
+    'the spool',
+  )
   const insert = db.prepare<[SpoolKind, number, string]>(
     'INSERT INTO spool (kind, count, body) VALUES (?, ?, ?)',
   )
