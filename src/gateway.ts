@@ -9,6 +9,10 @@ import { createMqttBroker } from './broker/mqtt-broker.ts'
 import { createPlaceholderMarker } from './broker/packet-guard.ts'
 import { attachMqttWebSocket, MQTT_WEBSOCKET_PATH } from './broker/websocket.ts'
 import { createEventBus, type EventBus } from './bus/event-bus.ts'
+import {
+  createClusterAlertControls,
+  forwardsAlertControls,
+} from './cluster/cluster-alert-controls.ts'
 import { createClusterOutbox } from './cluster/cluster-outbox.ts'
 import { startClusterSync } from './cluster/cluster-sync.ts'
 import { createInstanceLease } from './cluster/instance-lease.ts'
@@ -176,7 +180,10 @@ export async function createGateway(
       keepaliveLimitSec: config.limits.keepaliveLimitSec,
       maxInflightInbound: config.limits.maxInflightInbound,
       drainTimeoutMs: config.limits.drainTimeoutMs,
-      forwards: (packet) => suppressed.forwards(packet) && rateLimiter.forwards(packet),
+      forwards: (packet) =>
+        suppressed.forwards(packet) &&
+        rateLimiter.forwards(packet) &&
+        forwardsAlertControls(packet),
       oversizeMarker,
       id: instanceId,
       ...(redis ? { mq: redis.mq, persistence: redis.persistence } : {}),
@@ -190,10 +197,26 @@ export async function createGateway(
   )
   // Acknowledgements and silences (README, Notifications): the publisher puts an alert's
   // acknowledgement in its retained message; the ack route asks the engine for the alert.
+  // With Redis they are shared by every instance (README, Scale-out): written to Redis hashes and
+  // announced on the shared emitter; each instance keeps them in memory and in its file too.
   const alertControls = createAlertControls(
-    { bus, log, alertById: (id) => engine.alerts().find((alert) => alert.id === id) },
+    {
+      bus,
+      log,
+      alertById: (id) => engine.alerts().find((alert) => alert.id === id),
+      onChange: (change) => clusterControls?.changed(change),
+    },
     { file: path.resolve(config.dataDir, ALERT_CONTROLS_FILE) },
   )
+  const clusterControls = redis
+    ? createClusterAlertControls({
+        redisUrl: config.cluster.redisUrl,
+        mq: redis.mq,
+        instanceId,
+        controls: alertControls,
+        log,
+      })
+    : undefined
   const alertPublisher = createAlertPublisher({
     bus,
     publisher: broker,
@@ -417,6 +440,7 @@ export async function createGateway(
       rulesWatcher?.close()
       // Before the broker closes the shared emitter it listens on.
       await clusterSync?.stop()
+      await clusterControls?.stop()
       redis?.shuttingDown()
       await broker.stopAccepting()
       await http.close()
@@ -452,6 +476,8 @@ export async function createGateway(
     async start() {
       try {
         await restoreState()
+        // After the restore's reconcile, which judges acks by this instance's own store.
+        await clusterControls?.start()
         engine.start()
         deviceIdle.start()
         notifications?.start({ watch: config.rulesWatch })

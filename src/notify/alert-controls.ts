@@ -38,6 +38,17 @@ export type AckOutcome =
   | { ok: true; alert: Alert }
   | { ok: false; reason: 'not_found' | 'not_firing'; message: string }
 
+/**
+ * A change to acknowledgements or silences, as one instance tells the others (with REDIS_URL:
+ * src/cluster/cluster-alert-controls.ts). Applying one is idempotent and order-free: a silence's
+ * window only shrinks (the smaller `endsAt` wins), an ack of a later firing (or a later ack of the
+ * same firing) replaces an earlier one, and an ack ends only for the firing it belonged to.
+ */
+export type AlertControlChange =
+  | { kind: 'ack'; alertId: string; since: number; ack: AlertAck }
+  | { kind: 'ack-ended'; alertId: string; since: number }
+  | { kind: 'silence'; silence: Silence }
+
 export type SilenceOutcome =
   | { ok: true; silence: Silence }
   | { ok: false; reason: 'too_many'; message: string }
@@ -66,6 +77,12 @@ export interface AlertControlsService extends AlertControls {
   silences(state?: SilenceState): Silence[]
   /** Ends a silence now (a pending one never starts); undefined when the id is unknown. */
   expireSilence(id: string): Silence | undefined
+  /**
+   * A change made on another instance: kept in memory and in the file like one made here, but
+   * neither announced again (`onChange`) nor re-published (`alert.acknowledged`: the instance that
+   * took the ack did). Returns false when it changed nothing (already known, or older).
+   */
+  apply(change: AlertControlChange): boolean
   /** Unsubscribes and closes the file. Idempotent. */
   close(): void
 }
@@ -77,6 +94,12 @@ export interface AlertControlsDeps {
   alertById: (alertId: string) => Alert | undefined
   /** Wall clock for `at`, `createdAt` and silence windows; tests pin it. */
   now?: () => number
+  /**
+   * Each change made here, once it is in the file (with REDIS_URL, shared with the other
+   * instances). Not called for `apply`, nor for reconcile's drops: a starting instance's own
+   * store may be behind the cluster's.
+   */
+  onChange?: (change: AlertControlChange) => void
 }
 
 export interface AlertControlsOptions {
@@ -148,10 +171,25 @@ export function createAlertControls(
     log.info({ acks: acks.size, silences: kept.size }, 'acknowledgements and silences loaded')
   }
 
-  const dropAck = (alertId: string, why: string) => {
+  const changed = (change: AlertControlChange) => {
+    try {
+      deps.onChange?.(change)
+    } catch (err) {
+      log.error({ err, kind: change.kind }, 'change not shared with the other instances')
+    }
+  }
+
+  const dropAck = (alertId: string, why: string, announce: boolean) => {
+    const held = acks.get(alertId)
     deleteAck.run(alertId)
     acks.delete(alertId)
     log.info({ alertId }, `acknowledgement ended: ${why}`)
+    if (announce && held !== undefined) changed({ kind: 'ack-ended', alertId, since: held.since })
+  }
+
+  const putKept = (silence: Silence) => {
+    putSilence.run(silence.id, silence.endsAt, JSON.stringify(silence))
+    kept.set(silence.id, silence)
   }
 
   // An acknowledgement belongs to one firing: it ends when the alert resolves, and a firing that
@@ -159,8 +197,8 @@ export function createAlertControls(
   deps.bus.on(OWNER, 'alert', (alert) => {
     const held = acks.get(alert.id)
     if (held === undefined) return
-    if (alert.state !== 'firing') dropAck(alert.id, 'the alert resolved')
-    else if (alert.since !== held.since) dropAck(alert.id, 'the alert fired anew')
+    if (alert.state !== 'firing') dropAck(alert.id, 'the alert resolved', true)
+    else if (alert.since !== held.since) dropAck(alert.id, 'the alert fired anew', true)
   })
 
   const forget = (nowMs: number) => {
@@ -211,6 +249,7 @@ export function createAlertControls(
       acks.set(alertId, { since: alert.since, ack })
       const acknowledged: Alert = { ...alert, acknowledged: ack }
       log.info({ alertId, by }, 'alert acknowledged')
+      changed({ kind: 'ack', alertId, since: alert.since, ack })
       deps.bus.emit('alert.acknowledged', acknowledged)
       return { ok: true, alert: acknowledged }
     },
@@ -232,7 +271,7 @@ export function createAlertControls(
         const held = acks.get(alert.id)
         if (held === undefined) continue
         if (alert.state !== 'firing' || alert.since !== held.since) {
-          dropAck(alert.id, 'the alert is no longer in the acknowledged firing')
+          dropAck(alert.id, 'the alert is no longer in the acknowledged firing', false)
           dropped++
         }
       }
@@ -258,10 +297,10 @@ export function createAlertControls(
         createdBy,
         createdAt: nowMs,
       }
-      putSilence.run(silence.id, silence.endsAt, JSON.stringify(silence))
-      kept.set(silence.id, silence)
+      putKept(silence)
       open.push(silence)
       forget(nowMs)
+      changed({ kind: 'silence', silence })
       log.info(
         { silenceId: silence.id, createdBy, startsAt: silence.startsAt, endsAt: silence.endsAt },
         'silence created',
@@ -287,11 +326,44 @@ export function createAlertControls(
         startsAt: Math.min(silence.startsAt, nowMs),
         endsAt: nowMs,
       }
-      putSilence.run(id, expired.endsAt, JSON.stringify(expired))
-      kept.set(id, expired)
+      putKept(expired)
       refreshOpen(nowMs)
       log.info({ silenceId: id }, 'silence expired')
+      changed({ kind: 'silence', silence: expired })
       return expired
+    },
+
+    apply(change) {
+      if (closed) return false
+      if (change.kind === 'silence') {
+        const { silence } = change
+        const known = kept.get(silence.id)
+        // Expiring only moves the end earlier: the earlier end is the newer news.
+        if (known !== undefined && known.endsAt <= silence.endsAt) return false
+        if (silence.endsAt < now() - historyMs) return false
+        putKept(silence)
+        refreshOpen(now())
+        log.info({ silenceId: silence.id, endsAt: silence.endsAt }, 'silence from another instance')
+        return true
+      }
+      const held = acks.get(change.alertId)
+      if (change.kind === 'ack-ended') {
+        if (held === undefined || held.since !== change.since) return false
+        dropAck(change.alertId, 'ended on another instance', false)
+        return true
+      }
+      if (
+        held !== undefined &&
+        (held.since > change.since || (held.since === change.since && held.ack.at >= change.ack.at))
+      ) {
+        return false
+      }
+      const ack: AlertAck = { by: change.ack.by, at: change.ack.at }
+      if (change.ack.comment !== undefined) ack.comment = change.ack.comment
+      insertAck.run(change.alertId, change.since, ack.by, ack.at, ack.comment ?? null)
+      acks.set(change.alertId, { since: change.since, ack })
+      log.info({ alertId: change.alertId, by: ack.by }, 'acknowledgement from another instance')
+      return true
     },
 
     close() {

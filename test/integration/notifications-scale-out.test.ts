@@ -1,7 +1,4 @@
-import { once } from 'node:events'
 import { writeFile } from 'node:fs/promises'
-import { createServer, type IncomingMessage, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import path from 'node:path'
 import { Redis } from 'ioredis'
 import type { MqttClient } from 'mqtt'
@@ -10,6 +7,12 @@ import { type RunningRedis, startRedis } from '../../scripts/redis-server.ts'
 import type { NotificationJson } from '../../src/http/routes/notifications.ts'
 import { type GatewayChild, startGatewayChild } from '../helpers/gateway-child.ts'
 import { connectClient, endAll } from '../helpers/mqtt.ts'
+import {
+  type Delivery,
+  notificationsYaml,
+  type Receiver,
+  startReceiver,
+} from '../helpers/scale-out-notifications.ts'
 import { createTempDir, type TempDir } from '../helpers/temp-dir.ts'
 
 /**
@@ -21,93 +24,6 @@ import { createTempDir, type TempDir } from '../helpers/temp-dir.ts'
 
 const LEASE_TTL_MS = 2_000
 const WAIT = { timeout: 30_000, interval: 50 }
-
-interface Delivery {
-  id: string
-  /** When the receiver got it. */
-  at: number
-  kind: string
-  /** When the notification was written (body `createdAt`), by the instance that wrote it. */
-  createdAt: number
-  alerts: Array<{ id: string; deviceId: string; state: string }>
-}
-
-/** A webhook receiver that can go down and come back on the same port. */
-interface Receiver {
-  port: number
-  deliveries: Delivery[]
-  up(): Promise<void>
-  down(): Promise<void>
-}
-
-async function startReceiver(): Promise<Receiver> {
-  const deliveries: Delivery[] = []
-  let server: Server | undefined
-  let port = 0
-  const handle = (req: IncomingMessage, body: string) => {
-    const parsed = JSON.parse(body) as Omit<Delivery, 'id' | 'at'>
-    deliveries.push({
-      id: String(req.headers['webhook-id']),
-      kind: parsed.kind,
-      at: Date.now(),
-      createdAt: parsed.createdAt,
-      alerts: parsed.alerts,
-    })
-  }
-  const receiver: Receiver = {
-    get port() {
-      return port
-    },
-    deliveries,
-    async up() {
-      const s = createServer((req, res) => {
-        let body = ''
-        req.on('data', (chunk) => {
-          body += String(chunk)
-        })
-        req.on('end', () => {
-          handle(req, body)
-          res.writeHead(200).end('ok')
-        })
-      })
-      s.listen(port, '127.0.0.1')
-      await once(s, 'listening')
-      port = (s.address() as AddressInfo).port
-      server = s
-    },
-    async down() {
-      const s = server
-      server = undefined
-      if (s === undefined) return
-      s.closeAllConnections()
-      s.close()
-      await once(s, 'close')
-    },
-  }
-  await receiver.up()
-  return receiver
-}
-
-function notificationsYaml(url: string, repeat = '0'): string {
-  return [
-    'channels:',
-    '  - name: hook',
-    '    kind: webhook',
-    `    url: "${url}"`,
-    '    timeout: 2s',
-    'routes:',
-    '  - name: everything',
-    '    channels: [hook]',
-    '    on: [firing, resolved]',
-    `    repeat: ${repeat}`,
-    'delivery:',
-    '  maxAttempts: 1000',
-    '  maxAge: 1h',
-    '  retryBase: 50ms',
-    '  retryMax: 300ms',
-    '',
-  ].join('\n')
-}
 
 async function outboxOf(gw: GatewayChild, state: string): Promise<NotificationJson[]> {
   const res = await fetch(`${gw.httpUrl}/api/notifications?state=${state}&limit=1000`)
