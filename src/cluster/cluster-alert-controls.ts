@@ -54,7 +54,8 @@ export interface ClusterAlertControlsDeps {
 export interface ClusterAlertControls {
   /**
    * Listens for announcements, then loads what the hashes hold. Resolves once loaded, or after
-   * `loadTimeoutMs` with Redis unreachable (the load goes on and applies when Redis answers).
+   * `loadTimeoutMs` with Redis unreachable (listening and loading go on and apply when Redis
+   * answers).
    */
   start(loadTimeoutMs?: number): Promise<void>
   /** A change made on this instance (AlertControlsDeps.onChange): written, then announced. */
@@ -163,9 +164,13 @@ export function createClusterAlertControls(deps: ClusterAlertControlsDeps): Clus
 
   return {
     async start(loadTimeoutMs = 5_000) {
-      await new Promise<void>((resolve) => deps.mq.on(ALERT_CONTROLS_TOPIC, onMessage, resolve))
+      // Listening first, then loading: a change made in between is heard, or found in the hash.
+      const subscribed = new Promise<void>((resolve) =>
+        deps.mq.on(ALERT_CONTROLS_TOPIC, onMessage, resolve),
+      )
       listening = true
-      const loading = load()
+      const loading = subscribed
+        .then(load)
         .catch((err: unknown) => {
           log.warn({ err }, 'acknowledgements and silences not loaded from Redis')
         })
@@ -196,14 +201,17 @@ export function createClusterAlertControls(deps: ClusterAlertControlsDeps): Clus
     async stop() {
       if (stopped) return
       stopped = true
-      if (listening) {
-        await new Promise<void>((resolve) =>
-          deps.mq.removeListener(ALERT_CONTROLS_TOPIC, onMessage, () => resolve()),
-        )
-      }
-      // Writes in flight are given a moment; with Redis away they would wait for ever.
+      // Writes in flight (and the unsubscribe) are given a moment; with Redis away they would
+      // wait for ever.
       await Promise.race([
-        Promise.allSettled([...pending]),
+        Promise.all([
+          listening
+            ? new Promise<void>((resolve) =>
+                deps.mq.removeListener(ALERT_CONTROLS_TOPIC, onMessage, () => resolve()),
+              )
+            : undefined,
+          Promise.allSettled([...pending]),
+        ]),
         new Promise((resolve) => setTimeout(resolve, 2_000).unref()),
       ])
       redis.disconnect()
