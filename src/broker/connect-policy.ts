@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream'
 import type { AedesOptions } from 'aedes'
+import { logSafe } from '../security/log-safe.ts'
 import type { Logger } from '../telemetry/logger.ts'
 import { checkTopicName } from './topic-policy.ts'
 
@@ -140,7 +141,8 @@ export function createConnectPolicy(
     preConnect(client, packet, callback) {
       const verdict = checkConnect(packet)
       if (!verdict.ok) {
-        deps.onRefused?.(verdict, packet.clientId)
+        // The client id is the sender's, up to 64 KB: logged cut to 128 characters with its length.
+        deps.onRefused?.(verdict, logSafe(packet.clientId) ?? '')
         const err = new Error(`CONNECT refused: ${verdict.reason} [${verdict.spec}]`)
         if (verdict.returnCode === null) return callback(err, false)
         // The hook's error closes the connection: only once the CONNACK is written.

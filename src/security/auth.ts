@@ -1,5 +1,6 @@
 import { TLSSocket } from 'node:tls'
 import type { AedesOptions, Client } from 'aedes'
+import { limitedWarn } from '../broker/listeners.ts'
 import type { EventBus } from '../bus/event-bus.ts'
 import { isIdentifier } from '../contract/identifiers.ts'
 import { SENSOR_ROOT } from '../contract/topics.ts'
@@ -17,6 +18,8 @@ import {
   topicGranted,
 } from './acl.ts'
 import { createSecretVerifier, type SecretVerifier } from './credentials.ts'
+import { logSafe } from './log-safe.ts'
+import { createSessionOwners, type SessionOwners } from './session-owners.ts'
 
 type Authenticate = NonNullable<AedesOptions['authenticate']>
 type AuthorizePublish = NonNullable<AedesOptions['authorizePublish']>
@@ -82,6 +85,13 @@ function authError(returnCode: 2 | 4 | 5, message: string) {
  *    time for both, so ids cannot be probed).
  * 5. the client id: one that names a registered device or app is that principal's alone, so no
  *    one can take over (and disconnect) another's session; else 2 "identifier rejected".
+ * 6. any other client id belongs to the principal that holds it: connected, or with a persistent
+ *    session (clean session 0) it created; another principal gets 2 "identifier rejected", so it
+ *    can neither disconnect the holder nor take its queued messages (session-owners.ts).
+ *
+ * Refusals are logged at warn at most once per reason per 10 s (with the count suppressed since),
+ * client id and username cut to 128 characters with their length: they are the sender's, a
+ * CONNECT may carry 64 KB of each, and refusing one costs the sender nothing.
  *
  * Denied publishes (another device's topic, a topic outside `sensors/{id}`, `alerts/...`,
  * `gateway/...`, `$...`, a read-only app publishing, a metric outside the device's allow-list)
@@ -105,12 +115,16 @@ export function createMqttAuth(deps: {
   now?: () => number
   /** Whether clients without an identity are refused; default: once the registry has a secret. */
   required?: boolean
+  /** Who holds each client id (rule 6); default: a new in-process map. */
+  sessionOwners?: SessionOwners
 }): MqttAuth {
   const { registry } = deps
   const required = deps.required ?? registry.hasCredentials()
   const log = deps.log.child({ module: 'auth' })
   const verifier = deps.verifier ?? createSecretVerifier()
   const now = deps.now ?? Date.now
+  const owners = deps.sessionOwners ?? createSessionOwners()
+  const warnLimited = limitedWarn(log, now)
   const principals = new WeakMap<Client, Principal>()
   /** Each principal's subscribe grants, computed once per connection: forwarding is hot. */
   const grants = new WeakMap<Client, Grants>()
@@ -132,9 +146,27 @@ export function createMqttAuth(deps: {
     done: Parameters<Authenticate>[3],
   ) => {
     if (clientIdTaken(client.id, principal)) {
-      log.warn(
-        { clientId: client.id, principal: principal.id, kind: principal.kind },
+      warnLimited(
+        'auth_client_id_registered',
+        { clientId: logSafe(client.id), principal: principal.id, kind: principal.kind },
         'MQTT connection refused: client id belongs to another device or app',
+      )
+      return done(
+        authError(CONNACK.identifierRejected, 'client id belongs to another device or app'),
+        false,
+      )
+    }
+    // [MQTT-3.1.3-2] the client id names the session: only its holder may resume or take it over.
+    if (!owners.claim(client, client.id, principal.id, client.clean !== false)) {
+      warnLimited(
+        'auth_client_id_held',
+        {
+          clientId: logSafe(client.id),
+          principal: principal.id,
+          kind: principal.kind,
+          holder: owners.ownerOf(client.id),
+        },
+        'MQTT connection refused: client id is in use or has a session of another device or app',
       )
       return done(
         authError(CONNACK.identifierRejected, 'client id belongs to another device or app'),
@@ -144,7 +176,7 @@ export function createMqttAuth(deps: {
     principals.set(client, principal)
     grants.set(client, subscribeGrants(principal))
     log.debug(
-      { clientId: client.id, principal: principal.id, kind: principal.kind, via },
+      { clientId: logSafe(client.id), principal: principal.id, kind: principal.kind, via },
       'MQTT client authenticated',
     )
     done(null, true)
@@ -154,8 +186,9 @@ export function createMqttAuth(deps: {
     const certified = certificateIdentity(client)
     if (certified !== null) {
       if (username !== undefined && username !== certified) {
-        log.warn(
-          { clientId: client.id, certificate: certified, username },
+        warnLimited(
+          'auth_username_not_cn',
+          { clientId: logSafe(client.id), certificate: certified, username: logSafe(username) },
           'MQTT connection refused: username is not the certificate CN',
         )
         return done(
@@ -164,8 +197,9 @@ export function createMqttAuth(deps: {
         )
       }
       if (registry.app(certified) !== undefined) {
-        log.warn(
-          { clientId: client.id, certificate: certified },
+        warnLimited(
+          'auth_certificate_app',
+          { clientId: logSafe(client.id), certificate: certified },
           'MQTT connection refused: certificate names an app',
         )
         return done(authError(CONNACK.notAuthorized, 'certificates identify devices'), false)
@@ -174,7 +208,11 @@ export function createMqttAuth(deps: {
     }
     if (!required) return done(null, true)
     if (username === undefined) {
-      log.info({ clientId: client.id }, 'MQTT connection refused: no credentials given')
+      warnLimited(
+        'auth_no_credentials',
+        { clientId: logSafe(client.id) },
+        'MQTT connection refused: no credentials given',
+      )
       return done(authError(CONNACK.notAuthorized, 'not authorized: credentials required'), false)
     }
     const device = registry.device(username)
@@ -184,8 +222,9 @@ export function createMqttAuth(deps: {
       (ok) => {
         if (!ok) {
           // The username is what a client claims; it is logged (who tried), the password never.
-          log.warn(
-            { clientId: client.id, username },
+          warnLimited(
+            'auth_bad_credentials',
+            { clientId: logSafe(client.id), username: logSafe(username) },
             'MQTT connection refused: bad username or password',
           )
           return done(authError(CONNACK.badUsernameOrPassword, 'bad user name or password'), false)
@@ -196,7 +235,7 @@ export function createMqttAuth(deps: {
         accept(client, principal, 'password', done)
       },
       (err: unknown) => {
-        log.error({ err, clientId: client.id }, 'MQTT authentication failed')
+        log.error({ err, clientId: logSafe(client.id) }, 'MQTT authentication failed')
         done(authError(CONNACK.notAuthorized, 'authentication failed'), false)
       },
     )

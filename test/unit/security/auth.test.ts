@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events'
 import { Socket } from 'node:net'
 import { TLSSocket } from 'node:tls'
 import type { Client } from 'aedes'
@@ -7,6 +8,8 @@ import { DEFAULT_PARSE_OPTIONS } from '../../../src/ingest/parse-publish.ts'
 import { createDeviceRegistry, type DeviceRegistry } from '../../../src/rules/device-registry.ts'
 import { CONNACK, certificateIdentity, createMqttAuth } from '../../../src/security/auth.ts'
 import { hashSecret, parseSecretHash, type SecretHash } from '../../../src/security/credentials.ts'
+import { logSafe } from '../../../src/security/log-safe.ts'
+import { createSessionOwners } from '../../../src/security/session-owners.ts'
 import { createSilentLogger } from '../../../src/telemetry/logger.ts'
 import { captureLogs } from '../../helpers/log-capture.ts'
 
@@ -161,6 +164,156 @@ describe('authenticate', () => {
     // Unverified: no identity from it, so credentials are needed as for anyone.
     const unverified = { id: 'cert-dev', conn: tlsSocket(false, { CN: 'cert-dev' }) }
     expect(await run(auth, unverified)).toEqual({ ok: false, returnCode: CONNACK.notAuthorized })
+  })
+})
+
+describe('client ids held by a principal (issue 16 point 6)', () => {
+  /** A client as Aedes hands it to authenticate: its connection closes with 'close'. */
+  const client = (id: string, clean: boolean) => {
+    const conn = Object.assign(new EventEmitter(), { destroyed: false })
+    const close = () => {
+      conn.destroyed = true
+      conn.emit('close')
+    }
+    return { client: { id, clean, conn } as unknown as Client, close }
+  }
+  const login = (auth: ReturnType<typeof createMqttAuth>, c: Client, who: string) =>
+    new Promise<number | null>((resolve) =>
+      auth.authenticate(c, who, Buffer.from(`secret-${who}`), (err) =>
+        resolve(err ? (err.returnCode ?? -1) : null),
+      ),
+    )
+  const setUp = async () => {
+    const registry = createDeviceRegistry(
+      [
+        { id: 'dev-a', tags: {}, secret: await hash('secret-dev-a') },
+        { id: 'dev-b', tags: {}, secret: await hash('secret-dev-b') },
+      ],
+      [],
+    )
+    const { log, lines } = captureLogs('debug')
+    const owners = createSessionOwners({ maxIdle: 2 })
+    const auth = createMqttAuth({
+      registry,
+      log,
+      parseOptions: DEFAULT_PARSE_OPTIONS,
+      sessionOwners: owners,
+    })
+    return { auth, owners, lines }
+  }
+
+  it("refuses another principal a persistent session's client id (2), connected or not, until its owner ends it", async () => {
+    const { auth, owners, lines } = await setUp()
+    const a1 = client('shared-1', false)
+    expect(await login(auth, a1.client, 'dev-a')).toBeNull()
+    expect(await login(auth, client('shared-1', true).client, 'dev-b')).toBe(
+      CONNACK.identifierRejected,
+    )
+    // The owner may take over its own session.
+    const a2 = client('shared-1', false)
+    expect(await login(auth, a2.client, 'dev-a')).toBeNull()
+    a1.close()
+    a2.close()
+    // Disconnected, the session and its queued messages are still dev-a's.
+    expect(owners.ownerOf('shared-1')).toBe('dev-a')
+    expect(await login(auth, client('shared-1', false).client, 'dev-b')).toBe(
+      CONNACK.identifierRejected,
+    )
+    // A clean connect by the owner ends the session: once it closes, the id is free.
+    const a3 = client('shared-1', true)
+    expect(await login(auth, a3.client, 'dev-a')).toBeNull()
+    a3.close()
+    expect(owners.size).toBe(0)
+    expect(await login(auth, client('shared-1', true).client, 'dev-b')).toBeNull()
+    expect(lines.find((l) => l.holder === 'dev-a')).toMatchObject({
+      level: 40,
+      clientId: 'shared-1',
+      principal: 'dev-b',
+      msg: 'MQTT connection refused: client id is in use or has a session of another device or app',
+    })
+  })
+
+  it('forgets a clean-session id when its connection closes, even one closed during the password check', async () => {
+    const { auth, owners } = await setUp()
+    const b = client('temp-1', true)
+    expect(await login(auth, b.client, 'dev-b')).toBeNull()
+    expect(await login(auth, client('temp-1', true).client, 'dev-a')).toBe(
+      CONNACK.identifierRejected,
+    )
+    b.close()
+    expect(owners.size).toBe(0)
+    const gone = client('temp-2', false)
+    gone.close()
+    expect(await login(auth, gone.client, 'dev-b')).toBeNull()
+    // Persistent: remembered although its connection is already gone.
+    expect(owners.ownerOf('temp-2')).toBe('dev-b')
+  })
+
+  it('keeps at most maxIdle disconnected persistent sessions, forgetting the one idle longest', async () => {
+    const { auth, owners } = await setUp()
+    for (const id of ['p-1', 'p-2', 'p-3']) {
+      const c = client(id, false)
+      expect(await login(auth, c.client, 'dev-a')).toBeNull()
+      c.close()
+    }
+    expect(owners.size).toBe(2)
+    expect(owners.ownerOf('p-1')).toBeUndefined()
+    expect(owners.ownerOf('p-3')).toBe('dev-a')
+    // Connected ids are never evicted: they are bounded by MAX_CONNECTIONS.
+    const live = client('p-1', false)
+    expect(await login(auth, live.client, 'dev-a')).toBeNull()
+    expect(owners.size).toBe(3)
+  })
+})
+
+describe('refusal log lines (issue 16 point 4a)', () => {
+  it('logs one line per reason per interval, with client id and username cut and their length', async () => {
+    const registry = createDeviceRegistry(
+      [{ id: 'dev-1', tags: {}, secret: await hash('secret-1') }],
+      [],
+    )
+    const { log, lines } = captureLogs('debug')
+    let nowMs = 0
+    const auth = createMqttAuth({
+      registry,
+      log,
+      parseOptions: DEFAULT_PARSE_OPTIONS,
+      now: () => nowMs,
+    })
+    const longId = 'c'.repeat(60_000)
+    const longUser = 'u'.repeat(60_000)
+    const tries = async () => {
+      for (let i = 0; i < 20; i++) {
+        await new Promise<void>((resolve) =>
+          auth.authenticate({ id: longId } as Client, longUser, Buffer.from('x'), () => resolve()),
+        )
+        await new Promise<void>((resolve) =>
+          auth.authenticate({ id: longId } as Client, undefined, undefined, () => resolve()),
+        )
+      }
+    }
+    await tries()
+    const refused = () => lines.filter((l) => String(l.msg).startsWith('MQTT connection refused'))
+    expect(refused().map((l) => l.msg)).toEqual([
+      'MQTT connection refused: bad username or password',
+      'MQTT connection refused: no credentials given',
+    ])
+    expect(refused()[0]).toMatchObject({
+      clientId: `${'c'.repeat(128)}…[60000 chars]`,
+      username: `${'u'.repeat(128)}…[60000 chars]`,
+      suppressed: 0,
+    })
+    nowMs = 10_000
+    await tries()
+    expect(refused()).toHaveLength(4)
+    expect(refused()[2]).toMatchObject({ suppressed: 19 })
+    expect(JSON.stringify(lines).length).toBeLessThan(4_000)
+  })
+
+  it('logSafe leaves short strings alone', () => {
+    expect(logSafe('dev-1')).toBe('dev-1')
+    expect(logSafe(undefined)).toBeUndefined()
+    expect(logSafe('x'.repeat(129))).toBe(`${'x'.repeat(128)}…[129 chars]`)
   })
 })
 
