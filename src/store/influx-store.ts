@@ -233,6 +233,26 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
 
   /** Runs statements (one request), returning each statement's series; any error throws. */
   async function query(statements: readonly string[]): Promise<InfluxSeries[][]> {
+    return (await queryAllowingPartial(statements)).map(({ series, partial }, i) => {
+      // A server with max-row-limit cuts answers short and says so; a silently short answer
+      // would be wrong, so it is an error (reads that can page use queryAllowingPartial).
+      if (partial) {
+        throw new GatewayError(
+          ERROR_CODES.store,
+          `InfluxDB truncated the answer (its max-row-limit is lower than the query's limit): ${statements[i]}`,
+        )
+      }
+      return series
+    })
+  }
+
+  /**
+   * Runs statements (one request); `partial` says InfluxDB cut a statement's rows at its
+   * max-row-limit (the rows it did return are the first ones, in the query's order).
+   */
+  async function queryAllowingPartial(
+    statements: readonly string[],
+  ): Promise<Array<{ series: InfluxSeries[]; partial: boolean }>> {
     let response: { results?: InfluxStatementResult[]; error?: string }
     try {
       response = await influx.queryRaw(statements.join(';\n'), {
@@ -262,16 +282,28 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
         )
       }
       const series = result.series ?? []
-      // A server with max-row-limit cuts answers short and says so; a silently short answer
-      // would be wrong, so it is an error.
-      if (result.partial === true || series.some((s) => s.partial === true)) {
-        throw new GatewayError(
-          ERROR_CODES.store,
-          `InfluxDB truncated the answer (its max-row-limit is lower than the query's limit): ${statement}`,
-        )
-      }
-      return series
+      return { series, partial: result.partial === true || series.some((s) => s.partial === true) }
     })
+  }
+
+  /**
+   * Reads up to `limit` rows of a statement that merges into one series (no GROUP BY), in pages:
+   * InfluxDB 1.x answers at most max-row-limit rows per query (Debian's config sets 10,000) and
+   * marks the answer partial, so the next page starts at OFFSET rows-so-far. The row limit is a
+   * query limit, not an outage: it never fails the read.
+   */
+  async function selectPaged(statement: string, limit: number): Promise<Row[]> {
+    const rows: Row[] = []
+    while (rows.length < limit) {
+      const [page] = await queryAllowingPartial([
+        `${statement} LIMIT ${limit - rows.length}${rows.length > 0 ? ` OFFSET ${rows.length}` : ''}`,
+      ])
+      const pageRows = rowsOf(page?.series ?? [])
+      for (const row of pageRows) rows.push(row)
+      // Complete (fewer rows than asked are all there is), or a server that returned nothing.
+      if (!page?.partial || pageRows.length === 0) break
+    }
+    return rows
   }
 
   async function queryOne(statement: string): Promise<InfluxSeries[]> {
@@ -590,11 +622,12 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
       if (q.metric !== undefined) where.push(`${ident('metric')} = ${str(q.metric)}`)
       // Without GROUP BY, InfluxDB merges the device's series in time order and LIMIT applies
       // to the merged rows: the same rows as SQLite's ORDER BY ts LIMIT.
-      const series = await queryOne(
+      const rows = await selectPaged(
         `SELECT ${ident('value')}, ${ident('unit')}, ${ident('metric')}::tag FROM ${ident(RAW_RP)}.${ident(READING_MEASUREMENT)}` +
-          ` WHERE ${where.join(' AND ')} ORDER BY time ${q.order === 'desc' ? 'DESC' : 'ASC'} LIMIT ${limit}`,
+          ` WHERE ${where.join(' AND ')} ORDER BY time ${q.order === 'desc' ? 'DESC' : 'ASC'}`,
+        limit,
       )
-      return rowsOf(series).map((row) => toReading(q.deviceId, String(row.metric ?? q.metric), row))
+      return rows.map((row) => toReading(q.deviceId, String(row.metric ?? q.metric), row))
     },
 
     async aggregate(q: AggregateQuery) {

@@ -754,3 +754,86 @@ describe('InfluxDB aggregate planning', () => {
     expect(mergeBuckets(segments, 'last').map((b) => b.value)).toEqual([20, 9])
   })
 })
+
+// Debian's influxdb.conf sets max-row-limit = 10000: InfluxDB then answers at most 10,000 rows
+// per query and marks the answer partial. The HTTP API asks for limit + 1 rows to see whether
+// it truncated, so /api/readings?limit=10000 depends on reads past the server's row limit.
+describe('InfluxDB store on a server with max-row-limit = 10000', () => {
+  const SERVER_ROW_LIMIT = 10_000
+  let limited: RunningInfluxd
+  let store: InfluxStore
+  const database = freshDatabase()
+  // 12,001 readings over two metrics, two per timestamp: pages start in the middle of a tie.
+  const T0 = Date.UTC(2026, 0, 1)
+  const written: Reading[] = Array.from({ length: 12_001 }, (_, i) => ({
+    deviceId: 'dev-big',
+    metric: i % 2 === 0 ? 'a' : 'b',
+    ts: T0 + Math.floor(i / 2),
+    value: i,
+  }))
+
+  beforeAll(async () => {
+    // influxd reads INFLUXDB_<SECTION>_<KEY> over its config file; spawn passes our environment.
+    process.env.INFLUXDB_HTTP_MAX_ROW_LIMIT = String(SERVER_ROW_LIMIT)
+    try {
+      limited = await startInfluxd()
+    } finally {
+      delete process.env.INFLUXDB_HTTP_MAX_ROW_LIMIT
+    }
+    store = await createInfluxStore({
+      url: `${limited.url}/${database}`,
+      rawRetentionMs: CENTURY,
+      downsampledRetentionMs: CENTURY,
+    })
+    for (let i = 0; i < written.length; i += 5_000) {
+      await store.writeReadings(written.slice(i, i + 5_000))
+    }
+  }, 60_000)
+  afterAll(async () => {
+    await store?.close()
+    await limited?.stop()
+  })
+
+  async function read(limit: number, order: 'asc' | 'desc'): Promise<Reading[]> {
+    return store.queryReadings({
+      deviceId: 'dev-big',
+      fromMs: T0,
+      toMs: T0 + 1_000_000,
+      limit,
+      order,
+    })
+  }
+  const key = (r: Reading) => `${r.ts}/${r.metric}/${r.value}`
+
+  it('the server really cuts a plain query at its row limit (partial)', async () => {
+    const res = await fetch(
+      `${limited.url}/query?db=${database}&q=${encodeURIComponent('SELECT value FROM raw.reading LIMIT 10001')}`,
+    )
+    const body = (await res.json()) as { results: Array<{ series: InfluxSeries[] }> }
+    const series = body.results[0]?.series[0]
+    expect(series?.partial).toBe(true)
+    expect(series?.values).toHaveLength(SERVER_ROW_LIMIT)
+  })
+
+  it('reads limit + 1 = 10,001 rows and more, in order, each once, as without a row limit', async () => {
+    for (const order of ['asc', 'desc'] as const) {
+      const sorted = [...written].sort((x, y) => (order === 'asc' ? x.ts - y.ts : y.ts - x.ts))
+      for (const limit of [SERVER_ROW_LIMIT, SERVER_ROW_LIMIT + 1, 25_000]) {
+        const got = await read(limit, order)
+        const expected = sorted.slice(0, limit)
+        expect(got).toHaveLength(expected.length)
+        // Same timestamps in the same order; each row once and one that was written (which of
+        // two readings sharing the last timestamp ends the page is InfluxDB's choice).
+        expect(got.map((r) => r.ts)).toEqual(expected.map((r) => r.ts))
+        expect(new Set(got.map(key)).size).toBe(got.length)
+        const all = new Set(written.map(key))
+        expect(got.filter((r) => !all.has(key(r)))).toEqual([])
+      }
+    }
+  })
+})
+
+interface InfluxSeries {
+  values?: unknown[][]
+  partial?: boolean
+}
