@@ -323,7 +323,15 @@ export async function createGateway(
       ...(notifications ? { notifications: notifications.notifier } : {}),
       alertControls,
     },
-    tls?.https ? { https: tls.https } : {},
+    {
+      ...(tls?.https ? { https: tls.https } : {}),
+      limits: {
+        requestTimeoutMs: config.http.requestTimeoutMs,
+        headersTimeoutMs: config.http.headersTimeoutMs,
+        maxConnections: config.http.maxConnections,
+        maxConnectionsPerAddress: config.http.maxConnectionsPerAddress,
+      },
+    },
   )
   // MQTT over WebSocket on the HTTP port; http.close() closes its clients first.
   attachMqttWebSocket(

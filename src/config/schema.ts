@@ -3,7 +3,16 @@ import { toDurationMs } from '../util/duration.ts'
 /** The validated, frozen configuration every module receives (parts of it). */
 export interface GatewayConfig {
   mqtt: { host: string; port: number; tlsPort: number }
-  http: { host: string; port: number; tls: boolean; corsOrigins: string }
+  http: {
+    host: string
+    port: number
+    tls: boolean
+    corsOrigins: string
+    requestTimeoutMs: number
+    headersTimeoutMs: number
+    maxConnections: number
+    maxConnectionsPerAddress: number
+  }
   dataDir: string
   rulesFile: string
   rulesWatch: boolean
@@ -239,6 +248,38 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     description:
       'Comma-separated origins allowed to call the HTTP API from a browser; empty: CORS off',
     parse: optionalText,
+  },
+  {
+    path: 'http.requestTimeoutMs',
+    env: 'HTTP_REQUEST_TIMEOUT',
+    default: '30s',
+    description:
+      'A request whose headers and body have not all arrived within this is answered 408 and closed (never applies to WebSocket connections at /mqtt)',
+    parse: duration(100),
+  },
+  {
+    path: 'http.headersTimeoutMs',
+    env: 'HTTP_HEADERS_TIMEOUT',
+    default: '10s',
+    description:
+      'A request whose headers have not all arrived within this is answered 408 and closed (at most HTTP_REQUEST_TIMEOUT)',
+    parse: duration(100),
+  },
+  {
+    path: 'http.maxConnections',
+    env: 'HTTP_MAX_CONNECTIONS',
+    default: 1_000,
+    description:
+      'HTTP sockets open at once, MQTT over WebSocket included; more are closed unanswered',
+    parse: integer(1, 10_000_000),
+  },
+  {
+    path: 'http.maxConnectionsPerAddress',
+    env: 'HTTP_MAX_CONNECTIONS_PER_ADDRESS',
+    default: 100,
+    description:
+      'HTTP sockets open at once from one client address, MQTT over WebSocket included; more are answered 503 and closed',
+    parse: integer(1, 10_000_000),
   },
   {
     path: 'auth.allowAnonymousPublic',

@@ -20,7 +20,16 @@ describe('loadConfig', () => {
   it('gives the documented defaults from config/default.yaml', () => {
     const config = loadConfig({})
     expect(config.mqtt).toEqual({ host: '127.0.0.1', port: 1883, tlsPort: 8883 })
-    expect(config.http).toEqual({ host: '127.0.0.1', port: 8080, tls: false, corsOrigins: '' })
+    expect(config.http).toEqual({
+      host: '127.0.0.1',
+      port: 8080,
+      tls: false,
+      corsOrigins: '',
+      requestTimeoutMs: 30_000,
+      headersTimeoutMs: 10_000,
+      maxConnections: 1_000,
+      maxConnectionsPerAddress: 100,
+    })
     expect(config.dataDir).toBe('./data')
     expect(config.rulesFile).toBe('config/rules.yaml')
     expect(config.logLevel).toBe('info')

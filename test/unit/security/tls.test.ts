@@ -20,7 +20,16 @@ describe('loadGatewayTls', () => {
 
   const config = (tls: Partial<GatewayConfig['tls']>, httpTls = false): TlsConfig => ({
     tls: { certFile: '', keyFile: '', caFile: '', clientCert: 'off', ...tls },
-    http: { host: '127.0.0.1', port: 0, tls: httpTls, corsOrigins: '' },
+    http: {
+      host: '127.0.0.1',
+      port: 0,
+      tls: httpTls,
+      corsOrigins: '',
+      requestTimeoutMs: 30_000,
+      headersTimeoutMs: 10_000,
+      maxConnections: 1_000,
+      maxConnectionsPerAddress: 100,
+    },
   })
   const files = () => ({ certFile: certs.certFile, keyFile: certs.keyFile })
 
