@@ -718,13 +718,14 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
           timeRange(q.fromMs ?? Number.NEGATIVE_INFINITY, q.toMs ?? Number.POSITIVE_INFINITY),
         )
       }
-      const series = await queryOne(
+      const rows = await selectPaged(
         `SELECT ${ALERT_FIELDS.map(ident).join(', ')}, ${ident('device')}::tag, ${ident('rule')}::tag` +
           ` FROM ${ident(ALERTS_RP)}.${ident(ALERT_MEASUREMENT)}` +
           (where.length > 0 ? ` WHERE ${where.join(' AND ')}` : '') +
-          ` ORDER BY time DESC LIMIT ${limit}`,
+          ' ORDER BY time DESC',
+        limit,
       )
-      return rowsOf(series).map(toAlert)
+      return rows.map(toAlert)
     },
 
     async latestAlerts() {

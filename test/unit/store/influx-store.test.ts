@@ -4,7 +4,7 @@ import { type AddressInfo, createServer as createNetServer, type Socket } from '
 import { InfluxDB } from 'influx'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { type RunningInfluxd, startInfluxd } from '../../../scripts/influxd.ts'
-import type { Reading } from '../../../src/contract/types.ts'
+import type { Alert, Reading } from '../../../src/contract/types.ts'
 import { ERROR_CODES } from '../../../src/errors.ts'
 import {
   CQ_RESAMPLE_FOR_MS,
@@ -830,6 +830,36 @@ describe('InfluxDB store on a server with max-row-limit = 10000', () => {
         expect(got.filter((r) => !all.has(key(r)))).toEqual([])
       }
     }
+  })
+
+  it('reads more alert transitions than the row limit, newest first, each once', async () => {
+    // Two rules on one device, 2 transitions per ms: 10,001 of them.
+    const alerts: Alert[] = Array.from({ length: SERVER_ROW_LIMIT + 1 }, (_, i) => {
+      const ruleId = i % 2 === 0 ? 'r-a' : 'r-b'
+      const ts = T0 + Math.floor(i / 2)
+      return {
+        id: `${ruleId}:dev-big`,
+        kind: 'threshold',
+        metric: 'a',
+        severity: 'major',
+        state: i % 4 < 2 ? 'firing' : 'resolved',
+        value: i,
+        threshold: 30,
+        since: ts,
+        message: `transition ${i}`,
+        flapping: false,
+        ruleId,
+        deviceId: 'dev-big',
+        ts,
+      }
+    })
+    for (let i = 0; i < alerts.length; i += 5_000) {
+      await store.writeAlerts(alerts.slice(i, i + 5_000))
+    }
+    const got = await store.queryAlerts({ limit: 20_000 })
+    expect(got).toHaveLength(alerts.length)
+    expect(got.map((a) => a.ts)).toEqual(alerts.map((a) => a.ts).reverse())
+    expect(new Set(got.map((a) => a.message)).size).toBe(alerts.length)
   })
 })
 
