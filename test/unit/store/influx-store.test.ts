@@ -16,6 +16,7 @@ import { alertLines, readingLines } from '../../../src/store/influx/line-protoco
 import { createInfluxStore, type InfluxStore } from '../../../src/store/influx-store.ts'
 import { type AggregateFunction, StoreRejectedError } from '../../../src/store/reading-store.ts'
 import { describeReadingStoreContract } from '../../contract/reading-store.contract.ts'
+import { startTestGateway } from '../../helpers/gateway.ts'
 import { captureLogs } from '../../helpers/log-capture.ts'
 
 const MINUTE = 60_000
@@ -861,6 +862,39 @@ describe('InfluxDB store on a server with max-row-limit = 10000', () => {
     expect(got.map((a) => a.ts)).toEqual(alerts.map((a) => a.ts).reverse())
     expect(new Set(got.map((a) => a.message)).size).toBe(alerts.length)
   })
+
+  it('GET /api/readings?limit=10000 answers 200 with 10,000 readings and truncated: true', async () => {
+    const gwDatabase = freshDatabase()
+    const gw = await startTestGateway({
+      STORE: 'influx',
+      INFLUX_URL: `${limited.url}/${gwDatabase}`,
+    })
+    try {
+      // Stamped in the last hour (the API's default range), through a store of our own.
+      const writer = await createInfluxStore({
+        url: `${limited.url}/${gwDatabase}`,
+        rawRetentionMs: 30 * DAY,
+        downsampledRetentionMs: 365 * DAY,
+      })
+      const start = Date.now() - 30 * MINUTE
+      const recent = written.map((r) => ({ ...r, deviceId: 'dev-http', ts: r.ts - T0 + start }))
+      try {
+        for (let i = 0; i < recent.length; i += 5_000) {
+          await writer.writeReadings(recent.slice(i, i + 5_000))
+        }
+      } finally {
+        await writer.close()
+      }
+      const res = await fetch(`${gw.httpUrl}/api/readings?device=dev-http&limit=10000`)
+      const body = (await res.json()) as { count: number; truncated: boolean; readings: unknown[] }
+      expect(res.status).toBe(200)
+      expect(body.count).toBe(SERVER_ROW_LIMIT)
+      expect(body.readings).toHaveLength(SERVER_ROW_LIMIT)
+      expect(body.truncated).toBe(true)
+    } finally {
+      await gw.cleanup()
+    }
+  }, 60_000)
 })
 
 interface InfluxSeries {
