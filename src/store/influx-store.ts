@@ -306,6 +306,51 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
     return rows
   }
 
+  /**
+   * Every series of one GROUP BY statement, as a chunked response: InfluxDB applies
+   * max-row-limit only to answers that are not chunked, and a series too long for one chunk
+   * comes in several (`partial` on all but the last), joined here. (SLIMIT/SOFFSET paging was
+   * tried: on influxd 1.6.7 SOFFSET skipped series in another order than the answer's.)
+   */
+  async function selectAllSeries(statement: string): Promise<InfluxSeries[]> {
+    let text: string
+    try {
+      text = await writePool.text({
+        method: 'POST',
+        path: '/query',
+        query: { db: database, q: statement, epoch: 'ms', chunked: 'true', chunk_size: '10000' },
+        ...(writeAuth !== undefined ? { auth: writeAuth } : {}),
+      })
+    } catch (err) {
+      throw new GatewayError(
+        ERROR_CODES.store,
+        `InfluxDB query failed (${safeUrl}): ${errorText(err)}`,
+        { cause: err },
+      )
+    }
+    const merged = new Map<string, InfluxSeries>()
+    for (const line of text.split('\n')) {
+      if (line.trim() === '') continue
+      const chunk = JSON.parse(line) as { results?: InfluxStatementResult[]; error?: string }
+      const error = chunk.error ?? chunk.results?.find((r) => r.error !== undefined)?.error
+      if (error !== undefined) {
+        throw new GatewayError(
+          ERROR_CODES.store,
+          `InfluxDB refused the query: ${error} (${statement})`,
+        )
+      }
+      for (const result of chunk.results ?? []) {
+        for (const s of result.series ?? []) {
+          const key = `${s.name ?? ''}\u0000${JSON.stringify(s.tags ?? {})}`
+          const seen = merged.get(key)
+          if (seen === undefined) merged.set(key, { ...s, values: [...(s.values ?? [])] })
+          else for (const v of s.values ?? []) seen.values?.push(v)
+        }
+      }
+    }
+    return [...merged.values()]
+  }
+
   async function queryOne(statement: string): Promise<InfluxSeries[]> {
     const [series] = await query([statement])
     return series ?? []
@@ -513,7 +558,7 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
     if (filter.ruleId !== undefined) where.push(`${ident('rule')} = ${str(filter.ruleId)}`)
     // One series per (rule, device): its newest point is its current transition. InfluxDB reads
     // one point per series from the end, so the cost follows the keys, not the history.
-    const series = await queryOne(
+    const series = await selectAllSeries(
       `SELECT ${ALERT_FIELDS.map(ident).join(', ')} FROM ${ident(ALERTS_RP)}.${ident(ALERT_MEASUREMENT)}` +
         (where.length > 0 ? ` WHERE ${where.join(' AND ')}` : '') +
         ` GROUP BY ${ident('device')}, ${ident('rule')} ORDER BY time DESC LIMIT 1`,
@@ -535,10 +580,15 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
       `SELECT ${ident('value')}, ${ident('unit')} FROM ${raw}` +
       (where.length > 0 ? ` WHERE ${where.join(' AND ')}` : '') +
       ` GROUP BY ${ident('device')}, ${ident('metric')} ORDER BY time DESC LIMIT 1`
-    const [recent, index] = await query([
-      newest([...ofDevice, `time >= ${msLiteral(clampTimeMs(Date.now() - LATEST_RECENT_MS))}`]),
-      `SHOW SERIES FROM ${ident(READING_MEASUREMENT)}` +
-        (ofDevice.length > 0 ? ` WHERE ${ofDevice.join(' AND ')}` : ''),
+    // Two chunked requests: max-row-limit would cut a plain answer (it counts all statements).
+    const [recent, index] = await Promise.all([
+      selectAllSeries(
+        newest([...ofDevice, `time >= ${msLiteral(clampTimeMs(Date.now() - LATEST_RECENT_MS))}`]),
+      ),
+      selectAllSeries(
+        `SHOW SERIES FROM ${ident(READING_MEASUREMENT)}` +
+          (ofDevice.length > 0 ? ` WHERE ${ofDevice.join(' AND ')}` : ''),
+      ),
     ])
     const found = new Map<string, LatestReading>()
     const keep = (series: readonly InfluxSeries[]) => {
@@ -551,9 +601,9 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
         if (seen === undefined || reading.ts > seen.ts) found.set(key, reading)
       }
     }
-    keep(recent ?? [])
+    keep(recent)
     const missingDevices = new Set<string>()
-    for (const row of rowsOf(index ?? [])) {
+    for (const row of rowsOf(index)) {
       const tags = parseSeriesKey(String(row.key))
       const device = tags.get('device')
       const metric = tags.get('metric')
@@ -567,7 +617,7 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
           : missingDevices.size <= MAX_LATEST_DEVICE_FILTER
             ? [`(${[...missingDevices].map((d) => `${ident('device')} = ${str(d)}`).join(' OR ')})`]
             : []
-      keep(await queryOne(newest(devices)))
+      keep(await selectAllSeries(newest(devices)))
     }
     return [...found.values()].sort(
       (a, b) => compare(a.deviceId, b.deviceId) || compare(a.metric, b.metric),

@@ -863,6 +863,43 @@ describe('InfluxDB store on a server with max-row-limit = 10000', () => {
     expect(new Set(got.map((a) => a.message)).size).toBe(alerts.length)
   })
 
+  it('latest() and latestAlerts() return every series when there are more than the row limit', async () => {
+    const now = Date.now()
+    const count = SERVER_ROW_LIMIT + 1
+    // Half reported in the last minute, half long ago: both of latest()'s reads go past the limit.
+    const readings: Reading[] = Array.from({ length: count }, (_, i) => ({
+      deviceId: `lat-${i}`,
+      metric: 'm',
+      ts: i % 2 === 0 ? now - MINUTE : T0 + i,
+      value: i,
+    }))
+    const alerts: Alert[] = Array.from({ length: count }, (_, i) => ({
+      id: `rule-${i}:lat-alerts`,
+      kind: 'threshold',
+      metric: 'm',
+      severity: 'minor',
+      state: 'firing',
+      value: i,
+      threshold: 1,
+      since: T0 + i,
+      message: `rule ${i}`,
+      flapping: false,
+      ruleId: `rule-${i}`,
+      deviceId: 'lat-alerts',
+      ts: T0 + i,
+    }))
+    for (let i = 0; i < count; i += 5_000) {
+      await store.writeReadings(readings.slice(i, i + 5_000))
+      await store.writeAlerts(alerts.slice(i, i + 5_000))
+    }
+    const latest = (await store.latest()).filter((r) => r.deviceId.startsWith('lat-'))
+    expect(latest).toHaveLength(count)
+    expect(latest.every((r) => r.deviceId === `lat-${r.value}`)).toBe(true)
+    const current = (await store.latestAlerts()).filter((a) => a.deviceId === 'lat-alerts')
+    expect(current).toHaveLength(count)
+    expect(new Set(current.map((a) => a.ruleId)).size).toBe(count)
+  }, 60_000)
+
   it('GET /api/readings?limit=10000 answers 200 with 10,000 readings and truncated: true', async () => {
     const gwDatabase = freshDatabase()
     const gw = await startTestGateway({
