@@ -1,4 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import { StoreQueryLimitError } from '../store/reading-store.ts'
 
 /** The one JSON shape of every error answer (DESIGN §6). */
 export interface ErrorBody {
@@ -18,6 +19,8 @@ export type ErrorCode =
   | 'unsupported_media_type'
   | 'internal'
   | 'store_unavailable'
+  /** The store is up but cut its answer at a limit of its own (InfluxDB max-row-limit). */
+  | 'store_query_limit'
   | 'rules_unavailable'
 
 /** Stable codes of the 4xx statuses Fastify raises itself; any other 4xx is a bad request. */
@@ -38,11 +41,15 @@ export class StoreUnavailableError extends Error {
   }
 }
 
-/** Runs one store call; any failure, thrown or rejected, becomes a StoreUnavailableError. */
+/**
+ * Runs one store call; a failure becomes a StoreUnavailableError, except an answer the store cut
+ * at its own limit (StoreQueryLimitError), which is passed on: the store is up.
+ */
 export async function fromStore<T>(operation: string, call: () => Promise<T>): Promise<T> {
   try {
     return await call()
   } catch (err) {
+    if (err instanceof StoreQueryLimitError) throw err
     throw new StoreUnavailableError(operation, { cause: err })
   }
 }
@@ -94,6 +101,10 @@ export function errorHandler(
       statusCode: 503,
     }
     return reply.code(503).send(body)
+  }
+  if (error instanceof StoreQueryLimitError) {
+    request.log.warn({ err: error }, 'store answer cut at its own limit')
+    return sendError(reply, 500, 'store_query_limit', error.message.slice(0, MAX_MESSAGE_CHARS))
   }
   const statusCode = clientErrorStatus(error)
   if (statusCode !== null) {

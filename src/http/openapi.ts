@@ -153,6 +153,7 @@ const ERROR_CODE_SET: Record<ErrorCode, true> = {
   unsupported_media_type: true,
   internal: true,
   store_unavailable: true,
+  store_query_limit: true,
   rules_unavailable: true,
 }
 const ERROR_CODES = Object.keys(ERROR_CODE_SET)

@@ -44,6 +44,7 @@ import {
   type LatestReading,
   type ReadingQuery,
   type ReadingStore,
+  StoreQueryLimitError,
   StoreRejectedError,
 } from './reading-store.ts'
 
@@ -237,9 +238,8 @@ export async function createInfluxStore(options: InfluxStoreOptions): Promise<In
       // A server with max-row-limit cuts answers short and says so; a silently short answer
       // would be wrong, so it is an error (reads that can page use queryAllowingPartial).
       if (partial) {
-        throw new GatewayError(
-          ERROR_CODES.store,
-          `InfluxDB truncated the answer (its max-row-limit is lower than the query's limit): ${statements[i]}`,
+        throw new StoreQueryLimitError(
+          `InfluxDB cut the answer at its max-row-limit; narrow the query or raise the limit: ${statements[i]}`,
         )
       }
       return series

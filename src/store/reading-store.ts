@@ -105,3 +105,15 @@ export function assertBucketWidth(everyMs: number): void {
     throw new GatewayError(ERROR_CODES.store, `everyMs must be a positive integer, got ${everyMs}`)
   }
 }
+
+/**
+ * A query the store answered but cut short at a limit of its own (InfluxDB's `max-row-limit`):
+ * the store is up, so this is no outage. The HTTP API answers it as such (500
+ * `store_query_limit`, naming the limit), never as 503 `store_unavailable`.
+ */
+export class StoreQueryLimitError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'StoreQueryLimitError'
+  }
+}

@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Alert, Reading } from '../../../src/contract/types.ts'
 import { createHttpServer } from '../../../src/http/http-server.ts'
-import type { ReadingStore } from '../../../src/store/reading-store.ts'
+import { type ReadingStore, StoreQueryLimitError } from '../../../src/store/reading-store.ts'
 import { createSqliteStore } from '../../../src/store/sqlite-store.ts'
 import { createSilentLogger } from '../../../src/telemetry/logger.ts'
 import { captureLogs } from '../../helpers/log-capture.ts'
@@ -612,6 +612,28 @@ describe('store failures', () => {
       expect(bad.statusCode).toBe(400)
     } finally {
       await faulty.close()
+    }
+  })
+
+  it('an answer the store cut at its own row limit is no outage: 500 store_query_limit, not 503', async () => {
+    const error = new StoreQueryLimitError(
+      'InfluxDB cut the answer at its max-row-limit; narrow the query or raise the limit: SELECT ...',
+    )
+    const server = createHttpServer({
+      store: withFailingQueries(store, error),
+      log: createSilentLogger(),
+      now: () => NOW,
+    })
+    try {
+      const response = await server.inject('/api/readings/aggregate?device=gh-1&metric=temperature')
+      expect(response.statusCode).toBe(500)
+      expect(response.json()).toEqual({
+        error: 'store_query_limit',
+        message: error.message,
+        statusCode: 500,
+      })
+    } finally {
+      await server.close()
     }
   })
 
