@@ -1,4 +1,5 @@
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt'
+import { expect } from 'vitest'
 
 export interface ReceivedMessage {
   topic: string
@@ -31,4 +32,17 @@ export function recordMessages(client: MqttClient): ReceivedMessage[] {
 
 export async function endAll(clients: Iterable<MqttClient>): Promise<void> {
   await Promise.all([...clients].map((c) => c.endAsync(true)))
+}
+
+/** The CONNACK return code a refused connection ended with (MQTT.js puts it on `code`). */
+export async function refusal(url: string, options: IClientOptions): Promise<number | undefined> {
+  const err = await connectClient(url, options).then(
+    async (client) => {
+      await client.endAsync(true)
+      return null
+    },
+    (e: unknown) => e as { code?: number },
+  )
+  expect(err, 'the connection was accepted').not.toBeNull()
+  return err?.code
 }

@@ -9,7 +9,7 @@ import { parse as parseYaml } from 'yaml'
 import type { DeadLetter } from '../../src/contract/types.ts'
 import { generateSecret, hashSecret } from '../../src/security/credentials.ts'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.ts'
-import { connectClient, endAll, recordMessages } from '../helpers/mqtt.ts'
+import { connectClient, endAll, recordMessages, refusal } from '../helpers/mqtt.ts'
 import { type RunningProcess, runToEnd, startProcess } from '../helpers/processes.ts'
 import { allReadings } from '../helpers/store.ts'
 import { createTempDir, type TempDir } from '../helpers/temp-dir.ts'
@@ -64,19 +64,6 @@ async function subackCodes(client: MqttClient, filters: string | string[], qos: 
   )
   if (packet === undefined) throw new Error('no SUBACK')
   return packet.granted
-}
-
-/** The CONNACK return code a refused connection ended with (MQTT.js puts it on `code`). */
-async function refusal(url: string, options: IClientOptions): Promise<number | undefined> {
-  const err = await connectClient(url, options).then(
-    async (client) => {
-      await client.endAsync(true)
-      return null
-    },
-    (e: unknown) => e as { code?: number },
-  )
-  expect(err, 'the connection was accepted').not.toBeNull()
-  return err?.code
 }
 
 describe('security: authentication required (credentials in the registry)', () => {

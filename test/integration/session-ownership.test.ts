@@ -4,7 +4,7 @@ import type { IClientOptions, MqttClient } from 'mqtt'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { generateSecret, hashSecret } from '../../src/security/credentials.ts'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.ts'
-import { connectClient, endAll, recordMessages } from '../helpers/mqtt.ts'
+import { connectClient, endAll, recordMessages, refusal } from '../helpers/mqtt.ts'
 import { createTempDir, type TempDir } from '../helpers/temp-dir.ts'
 
 const SECRETS = {
@@ -12,19 +12,6 @@ const SECRETS = {
   'readings-app': generateSecret(),
 } as const
 type Principal = keyof typeof SECRETS
-
-/** The CONNACK return code a refused connection ended with (MQTT.js puts it on `code`). */
-async function refusal(url: string, options: IClientOptions): Promise<number | undefined> {
-  const err = await connectClient(url, options).then(
-    async (client) => {
-      await client.endAsync(true)
-      return null
-    },
-    (e: unknown) => e as { code?: number },
-  )
-  expect(err, 'the connection was accepted').not.toBeNull()
-  return err?.code
-}
 
 describe('security: a persistent session belongs to the identity that created it (issue 16)', () => {
   let dir: TempDir

@@ -3,26 +3,8 @@ import type { Alert } from '../../../src/contract/types.ts'
 import { parseNotifications } from '../../../src/notify/load-notifications.ts'
 import { type AlertMatchersLike, alertMatches, routeAlert } from '../../../src/notify/router.ts'
 import type { NotificationsConfig } from '../../../src/notify/types.ts'
+import { alert } from './alert-fixture.ts'
 import { TEST_KINDS } from './test-kind.ts'
-
-function alert(overrides: Partial<Alert> = {}): Alert {
-  return {
-    id: 'high-temp:gh-1',
-    ruleId: 'high-temp',
-    kind: 'threshold',
-    deviceId: 'gh-1',
-    metric: 'temperature',
-    severity: 'major',
-    state: 'firing',
-    value: 31.5,
-    threshold: 30,
-    since: 1_000,
-    ts: 1_000,
-    message: '31.5 above 30',
-    flapping: false,
-    ...overrides,
-  }
-}
 
 /** Routes as an operator writes them: through the loader, so the tests route what it builds. */
 function config(routes: string): NotificationsConfig {

@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest'
-import type { Alert } from '../../../src/contract/types.ts'
 import {
   DEFAULT_TEXT,
   DEFAULT_TITLE,
@@ -8,25 +7,7 @@ import {
 } from '../../../src/notify/templates.ts'
 import { templateProblems } from '../../../src/rules/alert-message.ts'
 import { describeValue } from '../../../src/rules/describe-value.ts'
-
-function alert(overrides: Partial<Alert> = {}): Alert {
-  return {
-    id: 'high-temp:gh-1',
-    ruleId: 'high-temp',
-    kind: 'threshold',
-    deviceId: 'gh-1',
-    metric: 'temperature',
-    severity: 'major',
-    state: 'firing',
-    value: 31.5,
-    threshold: 30,
-    since: 1_000,
-    ts: 1_000,
-    message: '31.5 above 30',
-    flapping: false,
-    ...overrides,
-  }
-}
+import { alert } from './alert-fixture.ts'
 
 const defaults = { template: { title: DEFAULT_TITLE, text: DEFAULT_TEXT } }
 const custom = (title: string, text: string) => ({ template: { title, text } })
